@@ -1,0 +1,68 @@
+"""Baselines every chapter compares against: random, popularity and EASE^R."""
+
+from __future__ import annotations
+
+import torch
+
+from recutils.recommender import Recommender
+from recutils.split import Interactions
+
+
+class RandomRecommender(Recommender):
+    """Uniform random scores, fixed per (seed, user, item): the floor any model must beat."""
+
+    needs_history = False
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def _fit(self, train: Interactions) -> None:
+        generator = torch.Generator().manual_seed(self.seed)
+        self.scores_ = torch.rand(train.n_users, train.n_items, generator=generator)
+
+    def _score(self, users: torch.Tensor) -> torch.Tensor:
+        return self.scores_[users]
+
+
+class Popularity(Recommender):
+    """Scores every item by its number of train interactions, the same for every user."""
+
+    needs_history = False
+
+    def _fit(self, train: Interactions) -> None:
+        self.counts_ = train.item_counts().float()
+
+    def _score(self, users: torch.Tensor) -> torch.Tensor:
+        return self.counts_.expand(len(users), -1)
+
+
+class EASE(Recommender):
+    """EASE^R (Steck 2019): a linear item-item model with a closed-form solution.
+
+    B = argmin ||X - XB||² + λ||B||² subject to diag(B) = 0, which gives
+    B = I - P / diag(P) with P = (XᵀX + λI)⁻¹. Scores are X B.
+
+    Args:
+        l2: the ridge strength λ; tune it on the validation split.
+    """
+
+    def __init__(self, l2: float = 500.0) -> None:
+        if l2 <= 0:
+            raise ValueError(f"l2 must be positive, got {l2}")
+        self.l2 = l2
+
+    @property
+    def name(self) -> str:
+        return f"EASE(λ={self.l2:g})"
+
+    def _fit(self, train: Interactions) -> None:
+        x = train.matrix(binary=True).double()
+        gram = x.T @ x + self.l2 * torch.eye(train.n_items, dtype=torch.float64)
+        p = torch.linalg.inv(gram)
+        b = -p / torch.diagonal(p)
+        b.fill_diagonal_(0.0)
+        self.weights_ = b.float()
+        self.x_ = x.float()
+
+    def _score(self, users: torch.Tensor) -> torch.Tensor:
+        return self.x_[users] @ self.weights_

@@ -1,0 +1,180 @@
+"""Top-N metrics with stated conventions, and ``evaluate`` for any recommender.
+
+Conventions (binary relevance; a user's relevant set is their test items;
+``hits`` is a (n_users, k) bool matrix, True where the item at rank j is relevant):
+
+- Precision@K = hits / K (not hits / number of recommended relevant items).
+- Recall@K = hits / |test|.
+- NDCG@K = DCG / IDCG with gain 1 and discount 1 / log2(rank + 1), rank from 1;
+  IDCG is the DCG of min(|test|, K) hits at the top.
+- HitRate@K = 1 if any hit.
+- MAP@K: mean over users of AP@K = Σ_j hit_j · Precision@j / min(|test|, K).
+- Coverage@K = distinct items in all top-K lists / number of items.
+
+Each per-user metric is averaged over users with at least one test item.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from recutils.recommender import Recommender
+from recutils.split import Split
+
+
+def hits_at_k(recommended: torch.Tensor, relevant: Sequence[Sequence[int] | np.ndarray]) -> torch.Tensor:
+    """Which recommended items are relevant.
+
+    Args:
+        recommended: (n_users, k) int64 item indices, best first.
+        relevant: one collection of relevant item indices per row.
+    Returns: (n_users, k) bool.
+    """
+    if recommended.ndim != 2:
+        raise ValueError(f"recommended must be (n_users, k), got shape {tuple(recommended.shape)}")
+    if len(relevant) != len(recommended):
+        raise ValueError(f"{len(recommended)} recommendation lists but {len(relevant)} relevant sets")
+    rows = [torch.isin(rec, torch.from_numpy(np.array(rel, dtype=np.int64))) for rec, rel in zip(recommended, relevant)]
+    return torch.stack(rows) if rows else torch.zeros(0, recommended.shape[1], dtype=torch.bool)
+
+
+def _check(hits: torch.Tensor, n_relevant: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if hits.ndim != 2 or hits.shape[1] == 0:
+        raise ValueError(f"hits must be a (n_users, k) matrix with k >= 1, got shape {tuple(hits.shape)}")
+    hits = hits.to(torch.float64)
+    if n_relevant is None:
+        return hits, None
+    n_relevant = torch.as_tensor(n_relevant, dtype=torch.float64)
+    if n_relevant.shape != (hits.shape[0],):
+        raise ValueError(f"n_relevant must have shape ({hits.shape[0]},), got {tuple(n_relevant.shape)}")
+    if (n_relevant < 1).any():
+        raise ValueError("every user needs at least one relevant item; drop users without test items")
+    if (hits.sum(dim=1) > n_relevant).any():
+        raise ValueError("more hits than relevant items for some user: hits and n_relevant disagree")
+    return hits, n_relevant
+
+
+def precision_at_k(hits: torch.Tensor) -> torch.Tensor:
+    """Returns: (n_users,) float64 hits / K."""
+    hits, _ = _check(hits)
+    return hits.mean(dim=1)
+
+
+def recall_at_k(hits: torch.Tensor, n_relevant: torch.Tensor) -> torch.Tensor:
+    """Returns: (n_users,) float64 hits / |test|."""
+    hits, n_relevant = _check(hits, n_relevant)
+    return hits.sum(dim=1) / n_relevant
+
+
+def hit_rate_at_k(hits: torch.Tensor) -> torch.Tensor:
+    """Returns: (n_users,) float64, 1 where the list holds at least one relevant item."""
+    hits, _ = _check(hits)
+    return (hits.sum(dim=1) > 0).double()
+
+
+def ndcg_at_k(hits: torch.Tensor, n_relevant: torch.Tensor) -> torch.Tensor:
+    """Returns: (n_users,) float64 NDCG in [0, 1] (binary gains, 1/log2(rank+1) discount)."""
+    hits, n_relevant = _check(hits, n_relevant)
+    k = hits.shape[1]
+    discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
+    dcg = (hits * discount).sum(dim=1)
+    ideal_hits = torch.arange(k, dtype=torch.float64) < n_relevant.clamp(max=k).unsqueeze(1)
+    idcg = (ideal_hits * discount).sum(dim=1)
+    return dcg / idcg
+
+
+def average_precision_at_k(hits: torch.Tensor, n_relevant: torch.Tensor) -> torch.Tensor:
+    """Returns: (n_users,) float64 AP@K = Σ_j hit_j · Precision@j / min(|test|, K)."""
+    hits, n_relevant = _check(hits, n_relevant)
+    k = hits.shape[1]
+    precision_at_j = hits.cumsum(dim=1) / torch.arange(1, k + 1, dtype=torch.float64)
+    return (hits * precision_at_j).sum(dim=1) / n_relevant.clamp(max=k)
+
+
+def coverage_at_k(recommended: torch.Tensor, n_items: int) -> float:
+    """Share of the catalogue that appears in at least one top-K list."""
+    if n_items < 1:
+        raise ValueError(f"n_items must be positive, got {n_items}")
+    return len(torch.unique(recommended)) / n_items
+
+
+def evaluate(
+    model: Recommender,
+    split: Split,
+    k: int = 10,
+    per_user: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+    """Evaluate a fitted recommender on ``split.test`` under the split's protocol.
+
+    Every user with at least one test item is ranked over the items they have not
+    seen in train (P1) or over the cold items (P2).
+
+    Returns: a one-row table (index: the model's name) with Precision@K, Recall@K,
+    NDCG@K, HitRate@K, MAP@K and Coverage@K; with ``per_user``, also a table
+    of the per-user metrics indexed by user.
+    """
+    if not hasattr(model, "train_"):
+        raise RuntimeError(f"{model.name} is not fitted; call fit(split.train) first")
+    if model.train_.fingerprint() != split.train.fingerprint():
+        raise ValueError(
+            f"{model.name} was fitted on other data than this split's train set; "
+            "evaluating it here would leak test interactions or rank the wrong items"
+        )
+    relevant_by_user = split.test.items_by_user()
+    if not relevant_by_user:
+        raise ValueError("the split has no test interactions")
+    users = torch.tensor(sorted(relevant_by_user), dtype=torch.int64)
+    relevant = [relevant_by_user[int(u)] for u in users]
+    recommended = model.recommend(users, k, exclude_seen=True, candidates=split.candidates)
+    hits = hits_at_k(recommended, relevant)
+    n_relevant = torch.tensor([len(r) for r in relevant])
+    table = pd.DataFrame(
+        {
+            f"Precision@{k}": precision_at_k(hits).numpy(),
+            f"Recall@{k}": recall_at_k(hits, n_relevant).numpy(),
+            f"NDCG@{k}": ndcg_at_k(hits, n_relevant).numpy(),
+            f"HitRate@{k}": hit_rate_at_k(hits).numpy(),
+            f"MAP@{k}": average_precision_at_k(hits, n_relevant).numpy(),
+        },
+        index=pd.Index(users.numpy(), name="user"),
+    )
+    n_rankable = split.train.n_items if split.candidates is None else int(split.candidates.sum())
+    summary = table.mean().to_frame(model.name).T
+    summary[f"Coverage@{k}"] = coverage_at_k(recommended, n_rankable)
+    summary["users"] = len(users)
+    return (summary, table) if per_user else summary
+
+
+def tune(
+    make_model: Callable[..., Recommender],
+    grid: Mapping[str, Sequence[Any]],
+    validation: Split,
+    metric: str = "NDCG@10",
+    k: int = 10,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Grid search on a validation split (never the test split).
+
+    Args:
+        make_model: builds an unfitted model from keyword arguments.
+        grid: candidate values per keyword argument.
+        validation: from :func:`~recutils.split.validation_split`.
+    Returns: the best keyword arguments and a table of every setting's metrics.
+    """
+    if not grid or any(len(v) == 0 for v in grid.values()):
+        raise ValueError("grid needs at least one value for every parameter")
+    settings = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    rows = []
+    for params in tqdm(settings, desc="tuning", leave=False):
+        result = evaluate(make_model(**params).fit(validation.train), validation, k=k)
+        if metric not in result.columns:
+            raise ValueError(f"unknown metric {metric!r}; choose from {list(result.columns)}")
+        rows.append({**params, **result.iloc[0].to_dict()})
+    table = pd.DataFrame(rows)
+    return settings[int(table[metric].to_numpy().argmax())], table

@@ -1,0 +1,133 @@
+"""The one interface every model in the book implements.
+
+``fit(train)`` learns from interactions, ``score(users)`` returns a
+(users × items) matrix, ``recommend(users, k)`` returns the top-k unseen
+items. Evaluation and combination accept any object with this face.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Self
+
+import numpy as np
+import torch
+
+from recutils.split import Interactions
+
+UserIndices = int | Sequence[int] | np.ndarray | torch.Tensor
+
+TIE_BREAK_SEED = 12345
+
+
+class Recommender(ABC):
+    """Base class: validation of inputs, seen-item masking and seeded tie-breaking.
+
+    Subclasses implement ``_fit`` and ``_score``. Users and items are the
+    contiguous indices of :class:`~recutils.split.Interactions`.
+    """
+
+    #: Whether ``score`` needs at least one train interaction per user.
+    needs_history: bool = True
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def fit(self, train: Interactions) -> Self:
+        """Learn from ``train``; returns self so calls chain."""
+        if len(train) == 0:
+            raise ValueError(f"{self.name}: cannot fit on empty interactions")
+        self.train_ = train
+        self.seen_ = train.matrix(binary=True) > 0
+        # Ties (many equal scores) are broken by a fixed random order of items, not
+        # by item index: in MovieLens a low id means a popular film, so breaking by
+        # index would quietly favour popular items.
+        self.tie_order_ = torch.randperm(
+            train.n_items, generator=torch.Generator().manual_seed(TIE_BREAK_SEED)
+        )
+        self._fit(train)
+        return self
+
+    @abstractmethod
+    def _fit(self, train: Interactions) -> None: ...
+
+    @abstractmethod
+    def _score(self, users: torch.Tensor) -> torch.Tensor: ...
+
+    def score(self, users: UserIndices) -> torch.Tensor:
+        """Scores of every item for each user.
+
+        Args:
+            users: user indices (an int, a sequence, an array or a tensor).
+        Returns: (n_users_given, n_items) float32 scores, higher is better.
+        """
+        users = self._check_users(users)
+        scores = self._score(users).float()
+        expected = (len(users), self.train_.n_items)
+        if tuple(scores.shape) != expected:
+            raise RuntimeError(f"{self.name}: scores have shape {tuple(scores.shape)}, expected {expected}")
+        if torch.isnan(scores).any():
+            bad = users[torch.isnan(scores).any(dim=1)][:5].tolist()
+            raise ValueError(f"{self.name}: NaN scores for users {bad}; the model is broken (check its inputs)")
+        return scores
+
+    def recommend(
+        self,
+        users: UserIndices,
+        k: int,
+        exclude_seen: bool = True,
+        candidates: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Top-k items for each user.
+
+        Args:
+            users: user indices.
+            k: list length.
+            exclude_seen: drop items the user interacted with in train.
+            candidates: (n_items,) bool; only these items may be recommended.
+        Returns: (n_users_given, k) int64 item indices, best first.
+        """
+        users = self._check_users(users)
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        allowed = torch.ones(len(users), self.train_.n_items, dtype=torch.bool)
+        if candidates is not None:
+            if candidates.dtype != torch.bool or candidates.shape != (self.train_.n_items,):
+                raise ValueError(f"candidates must be a bool tensor of shape ({self.train_.n_items},)")
+            allowed &= candidates
+        if exclude_seen:
+            allowed &= ~self.seen_[users]
+        n_allowed = allowed.sum(dim=1)
+        if (n_allowed < k).any():
+            worst = int(torch.argmin(n_allowed))
+            raise ValueError(
+                f"k={k} is larger than the {int(n_allowed[worst])} items user {int(users[worst])} "
+                f"can be recommended (catalogue {self.train_.n_items}, after candidates and seen items)"
+            )
+        scores = self.score(users)[:, self.tie_order_]
+        scores = scores.masked_fill(~allowed[:, self.tie_order_], float("-inf"))
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+        return self.tie_order_[order]
+
+    def _check_users(self, users: UserIndices) -> torch.Tensor:
+        if not hasattr(self, "train_"):
+            raise RuntimeError(f"{self.name} is not fitted; call fit(train) first")
+        users = torch.as_tensor(users, dtype=torch.int64).reshape(-1)
+        if len(users) == 0:
+            raise ValueError("no users given")
+        n = self.train_.n_users
+        outside = users[(users < 0) | (users >= n)]
+        if len(outside):
+            raise ValueError(
+                f"user index {int(outside[0])} is not in the training data ({n} users, indices 0..{n - 1})"
+            )
+        if self.needs_history:
+            empty = users[self.seen_[users].sum(dim=1) == 0]
+            if len(empty):
+                raise ValueError(
+                    f"user {int(empty[0])} has no interactions in the training data and {self.name} "
+                    "scores users from their history; use a model that needs none (Popularity) for cold users"
+                )
+        return users

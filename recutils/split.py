@@ -1,0 +1,168 @@
+"""Interaction containers and the book's two evaluation protocols.
+
+P1, warm top-N: per user, sort interactions by (timestamp, item); the last
+ceil(n/5) are test, the rest train. P2, cold-start items: 20% of items
+(seed 0) are cold; all their interactions are test, the rest train, and only
+cold items are ranked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+COLUMNS = ("user", "item", "rating", "timestamp")
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """User–item interactions over contiguous indices.
+
+    Attributes:
+        frame: one row per interaction, integer columns ``user`` (0..n_users-1),
+            ``item`` (0..n_items-1), ``rating`` and ``timestamp`` (Unix seconds).
+        n_users: size of the user index space (users without rows included).
+        n_items: size of the item index space (items without rows included).
+    """
+
+    frame: pd.DataFrame
+    n_users: int
+    n_items: int
+
+    def __post_init__(self) -> None:
+        missing = [c for c in COLUMNS if c not in self.frame.columns]
+        if missing:
+            raise ValueError(f"interactions need columns {COLUMNS}; missing {missing}")
+        for column, size in (("user", self.n_users), ("item", self.n_items)):
+            values = self.frame[column]
+            if len(values) and (values.min() < 0 or values.max() >= size):
+                raise ValueError(
+                    f"{column} indices must lie in 0..{size - 1}; found {values.min()}..{values.max()}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def column(self, name: str) -> torch.Tensor:
+        """Returns: (n_interactions,) int64 copy of an integer column (``user``, ``item``, ...)."""
+        return torch.from_numpy(self.frame[name].to_numpy(np.int64, copy=True))
+
+    def matrix(self, binary: bool = True) -> torch.Tensor:
+        """Dense interaction matrix.
+
+        Returns: (n_users, n_items) float32; 1 where the user interacted with the
+        item (or the rating when ``binary`` is False), 0 elsewhere.
+        """
+        m = torch.zeros(self.n_users, self.n_items, dtype=torch.float32)
+        values = torch.ones(len(self)) if binary else self.column("rating").float()
+        m[self.column("user"), self.column("item")] = values
+        return m
+
+    def items_by_user(self) -> dict[int, np.ndarray]:
+        """Item indices of each user who has at least one interaction."""
+        return {
+            int(u): g.to_numpy(np.int64) for u, g in self.frame.groupby("user", sort=True)["item"]
+        }
+
+    def user_counts(self) -> torch.Tensor:
+        """Returns: (n_users,) int64 number of interactions per user."""
+        return torch.bincount(
+            self.column("user"), minlength=self.n_users
+        )
+
+    def item_counts(self) -> torch.Tensor:
+        """Returns: (n_items,) int64 number of interactions per item."""
+        return torch.bincount(
+            self.column("item"), minlength=self.n_items
+        )
+
+    def fingerprint(self) -> tuple[int, int, int, int, int]:
+        """A cheap identity check that two objects hold the same interactions."""
+        return (
+            self.n_users,
+            self.n_items,
+            len(self.frame),
+            int(self.frame["user"].sum()),
+            int(self.frame["item"].sum()),
+        )
+
+
+@dataclass(frozen=True)
+class Split:
+    """A train/test split and the items a model may rank.
+
+    Attributes:
+        protocol: "P1" (warm top-N) or "P2" (cold-start items).
+        train: what models are fitted on.
+        test: held-out interactions; each user's test items are the relevant set.
+        candidates: (n_items,) bool, the rankable items; None means every item.
+    """
+
+    protocol: Literal["P1", "P2"]
+    train: Interactions
+    test: Interactions
+    candidates: torch.Tensor | None = None
+
+
+def temporal_split(interactions: Interactions, test_share: int = 5) -> Split:
+    """P1: each user's last ceil(n / test_share) interactions by (timestamp, item) are test.
+
+    Every user with n >= 1 interactions gets at least one test interaction; a
+    user with a single interaction has an empty train history.
+    """
+    if len(interactions) == 0:
+        raise ValueError("cannot split an empty set of interactions")
+    frame = interactions.frame.sort_values(["user", "timestamp", "item"], kind="stable")
+    position = frame.groupby("user").cumcount().to_numpy()
+    size = frame.groupby("user")["item"].transform("size").to_numpy()
+    n_test = np.ceil(size / test_share).astype(np.int64)
+    is_test = position >= size - n_test
+    return Split(
+        protocol="P1",
+        train=Interactions(frame[~is_test].reset_index(drop=True), interactions.n_users, interactions.n_items),
+        test=Interactions(frame[is_test].reset_index(drop=True), interactions.n_users, interactions.n_items),
+    )
+
+
+def cold_item_split(
+    interactions: Interactions,
+    cold_fraction: float = 0.2,
+    seed: int = 0,
+    pool: torch.Tensor | None = None,
+) -> Split:
+    """P2: a random ``cold_fraction`` of the items is cold; all their interactions are test.
+
+    Args:
+        pool: (n_items,) bool, the items the cold set is drawn from (default all);
+            used by :func:`validation_split` to draw only among train items.
+    """
+    if not 0 < cold_fraction < 1:
+        raise ValueError(f"cold_fraction must lie strictly between 0 and 1, got {cold_fraction}")
+    n_items = interactions.n_items
+    pool_idx = torch.arange(n_items) if pool is None else torch.nonzero(pool).squeeze(1)
+    generator = torch.Generator().manual_seed(seed)
+    n_cold = math.ceil(cold_fraction * len(pool_idx))
+    cold_idx = pool_idx[torch.randperm(len(pool_idx), generator=generator)[:n_cold]]
+    cold = torch.zeros(n_items, dtype=torch.bool)
+    cold[cold_idx] = True
+    frame = interactions.frame
+    is_test = cold.numpy()[frame["item"].to_numpy(np.int64)]
+    return Split(
+        protocol="P2",
+        train=Interactions(frame[~is_test].reset_index(drop=True), interactions.n_users, n_items),
+        test=Interactions(frame[is_test].reset_index(drop=True), interactions.n_users, n_items),
+        candidates=cold,
+    )
+
+
+def validation_split(split: Split, seed: int = 1) -> Split:
+    """The same protocol applied to ``split.train``: tune on this, never on test."""
+    if split.protocol == "P1":
+        return temporal_split(split.train)
+    warm = split.train.item_counts() > 0
+    return cold_item_split(split.train, seed=seed, pool=warm)

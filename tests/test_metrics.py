@@ -1,0 +1,109 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.metrics import ndcg_score
+
+from recutils.metrics import (
+    average_precision_at_k,
+    coverage_at_k,
+    hit_rate_at_k,
+    hits_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+)
+
+# One user, k = 5, relevant {2, 9, 4}; recommended [2, 7, 4, 1, 8] -> hits at ranks 1 and 3.
+REC = torch.tensor([[2, 7, 4, 1, 8]])
+REL = [[2, 9, 4]]
+
+
+def test_hand_computed_case():
+    hits = hits_at_k(REC, REL)
+    assert hits.tolist() == [[True, False, True, False, False]]
+    n = torch.tensor([3])
+    assert precision_at_k(hits).item() == pytest.approx(2 / 5)
+    assert recall_at_k(hits, n).item() == pytest.approx(2 / 3)
+    assert hit_rate_at_k(hits).item() == 1.0
+    dcg = 1 + 1 / math.log2(4)
+    idcg = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert ndcg_at_k(hits, n).item() == pytest.approx(dcg / idcg)
+    assert average_precision_at_k(hits, n).item() == pytest.approx((1 / 1 + 2 / 3) / 3)
+
+
+def test_the_articles_precision_is_not_precision_at_k():
+    # The article divides hits by the number of recommended items that are relevant,
+    # which is 1 whenever there is a hit. Precision@K divides by K.
+    hits = hits_at_k(REC, REL)
+    assert precision_at_k(hits).item() == pytest.approx(0.4)
+
+
+def test_idcg_uses_min_of_relevant_and_k():
+    hits = torch.ones(1, 3, dtype=torch.bool)
+    assert ndcg_at_k(hits, torch.tensor([10])).item() == pytest.approx(1.0)
+    assert average_precision_at_k(hits, torch.tensor([10])).item() == pytest.approx(1.0)
+
+
+def _random_case(seed, n_items=30, k=10):
+    rng = np.random.default_rng(seed)
+    relevance = (rng.random(n_items) < 0.2).astype(float)
+    relevance[rng.integers(n_items)] = 1.0
+    scores = rng.permutation(n_items).astype(float)  # no ties
+    return relevance, scores, k
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_ndcg_agrees_with_scikit_learn(seed):
+    relevance, scores, k = _random_case(seed)
+    top = torch.as_tensor(np.argsort(-scores)[:k].copy()).unsqueeze(0)
+    hits = hits_at_k(top, [np.flatnonzero(relevance)])
+    ours = ndcg_at_k(hits, torch.tensor([relevance.sum()])).item()
+    assert ours == pytest.approx(ndcg_score(relevance[None], scores[None], k=k))
+
+
+@given(
+    st.integers(1, 12).flatmap(
+        lambda k: st.tuples(st.just(k), st.lists(st.booleans(), min_size=k, max_size=k), st.integers(0, 20))
+    )
+)
+def test_metrics_lie_in_unit_interval(case):
+    k, row, extra = case
+    hits = torch.tensor([row])
+    n = torch.tensor([max(1, sum(row) + extra)])
+    for value in (precision_at_k(hits), recall_at_k(hits, n), ndcg_at_k(hits, n), average_precision_at_k(hits, n)):
+        assert 0.0 <= value.item() <= 1.0 + 1e-12
+
+
+@given(st.integers(1, 15), st.integers(1, 15))
+def test_perfect_ranking_scores_one(n_relevant, k):
+    hits = torch.arange(k).unsqueeze(0) < n_relevant  # every relevant item ranked first
+    n = torch.tensor([n_relevant])
+    assert ndcg_at_k(hits, n).item() == pytest.approx(1.0)
+    assert average_precision_at_k(hits, n).item() == pytest.approx(1.0)
+    assert recall_at_k(hits, n).item() == pytest.approx(min(n_relevant, k) / n_relevant)
+
+
+def test_coverage():
+    assert coverage_at_k(torch.tensor([[0, 1], [1, 2]]), 10) == pytest.approx(0.3)
+    with pytest.raises(ValueError):
+        coverage_at_k(torch.tensor([[0]]), 0)
+
+
+def test_bad_inputs():
+    hits = torch.ones(2, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match="at least one relevant"):
+        recall_at_k(hits, torch.tensor([3, 0]))
+    with pytest.raises(ValueError, match="more hits than relevant"):
+        ndcg_at_k(hits, torch.tensor([3, 2]))
+    with pytest.raises(ValueError, match="shape"):
+        ndcg_at_k(hits, torch.tensor([3]))
+    with pytest.raises(ValueError, match="k >= 1"):
+        precision_at_k(torch.ones(2, 0, dtype=torch.bool))
+    with pytest.raises(ValueError, match="relevant sets"):
+        hits_at_k(REC, [[1], [2]])
+    with pytest.raises(ValueError, match="n_users, k"):
+        hits_at_k(torch.tensor([1, 2]), [[1]])

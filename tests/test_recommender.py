@@ -1,0 +1,137 @@
+import pandas as pd
+import pytest
+import torch
+
+from recutils.baselines import EASE, Popularity, RandomRecommender
+from recutils.metrics import evaluate, tune
+from recutils.recommender import Recommender
+from recutils.split import Interactions, temporal_split, validation_split
+
+
+class Constant(Recommender):
+    """Every item scores the same: only the tie-break decides the order."""
+
+    needs_history = False
+
+    def _fit(self, train):
+        pass
+
+    def _score(self, users):
+        return torch.zeros(len(users), self.train_.n_items)
+
+
+class Broken(Constant):
+    def _score(self, users):
+        return torch.full((len(users), self.train_.n_items), float("nan"))
+
+
+def _tiny():
+    rows = [(0, 0, 5, 1), (0, 1, 4, 2), (1, 2, 3, 3), (2, 0, 1, 4), (2, 3, 2, 5)]
+    return Interactions(pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"]), 4, 6)
+
+
+def test_recommend_excludes_seen_items_and_respects_candidates():
+    model = Popularity().fit(_tiny())
+    top = model.recommend([0, 2], k=3)
+    assert not set(top[0].tolist()) & {0, 1} and not set(top[1].tolist()) & {0, 3}
+    with_seen = model.recommend([0], k=2, exclude_seen=False)
+    assert with_seen[0, 0] == 0 and int(with_seen[0, 1]) in {1, 2, 3}
+    candidates = torch.tensor([False, False, False, False, True, True])
+    assert set(model.recommend([1], k=2, candidates=candidates)[0].tolist()) == {4, 5}
+
+
+def test_ties_are_broken_by_a_fixed_random_order_not_by_index():
+    model = Constant().fit(_tiny())
+    first = model.recommend([3], k=6)[0].tolist()
+    assert sorted(first) == list(range(6)) and first != list(range(6))
+    assert Constant().fit(_tiny()).recommend([3], k=6)[0].tolist() == first
+
+
+def test_clear_errors():
+    model = Popularity().fit(_tiny())
+    with pytest.raises(ValueError, match=r"user index 7 is not in the training data \(4 users, indices 0..3\)"):
+        model.score([7])
+    with pytest.raises(ValueError, match="no users"):
+        model.recommend([], k=1)
+    with pytest.raises(ValueError, match="k=5 is larger than the 4 items user 0 can be recommended"):
+        model.recommend([0, 1], k=5)
+    with pytest.raises(ValueError, match="positive integer"):
+        model.recommend([0], k=0)
+    with pytest.raises(ValueError, match="bool tensor"):
+        model.recommend([0], k=1, candidates=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Popularity().score([0])
+    with pytest.raises(ValueError, match="NaN scores"):
+        Broken().fit(_tiny()).recommend([0], k=1)
+    with pytest.raises(ValueError, match="user 3 has no interactions in the training data"):
+        EASE(l2=1.0).fit(_tiny()).score([3])
+    with pytest.raises(ValueError, match="empty"):
+        Popularity().fit(Interactions(_tiny().frame.iloc[:0], 4, 6))
+    with pytest.raises(ValueError, match="l2 must be positive"):
+        EASE(l2=0)
+
+
+def test_popularity_and_random():
+    model = Popularity().fit(_tiny())
+    assert model.score([1])[0].tolist() == [2, 1, 1, 1, 0, 0]
+    a, b = RandomRecommender(seed=1).fit(_tiny()), RandomRecommender(seed=1).fit(_tiny())
+    assert torch.equal(a.score([0, 1]), b.score([0, 1]))
+    assert not torch.equal(a.score([0]), RandomRecommender(seed=2).fit(_tiny()).score([0]))
+
+
+def test_ease_matches_per_column_ridge_regression():
+    # Independent derivation: with diag(B) = 0, column j of B is the ridge regression
+    # of item j's column on the other items' columns.
+    torch.manual_seed(0)
+    x = (torch.rand(30, 8) < 0.4).float()
+    rows = [(u, i, 1, 0) for u, i in torch.nonzero(x).tolist()]
+    train = Interactions(pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"]), 30, 8)
+    l2 = 3.0
+    weights = EASE(l2=l2).fit(train).weights_.double()
+    xd = x.double()
+    for j in range(8):
+        others = [i for i in range(8) if i != j]
+        a = xd[:, others]
+        expected = torch.linalg.solve(a.T @ a + l2 * torch.eye(7, dtype=torch.float64), a.T @ xd[:, j])
+        assert torch.allclose(weights[others, j], expected, atol=1e-5)
+        assert weights[j, j] == 0
+
+
+def test_ease_recovers_planted_clusters(synthetic):
+    split = temporal_split(synthetic.interactions)
+    ease = evaluate(EASE(l2=10.0).fit(split.train), split)
+    rand = evaluate(RandomRecommender().fit(split.train), split)
+    assert ease["NDCG@10"].iloc[0] > 2 * rand["NDCG@10"].iloc[0]
+    top = EASE(l2=10.0).fit(split.train).recommend(torch.arange(30), k=5)
+    clusters = torch.tensor(synthetic.items["cluster"].to_numpy())[top]
+    own = torch.tensor(synthetic.users["cluster"].to_numpy()[:30]).unsqueeze(1)
+    assert (clusters == own).float().mean() > 0.9
+
+
+def test_evaluate_refuses_a_model_fitted_elsewhere(synthetic):
+    split = temporal_split(synthetic.interactions)
+    with pytest.raises(ValueError, match="fitted on other data"):
+        evaluate(Popularity().fit(synthetic.interactions), split)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        evaluate(Popularity(), split)
+
+
+def test_evaluate_table_and_per_user(synthetic):
+    split = temporal_split(synthetic.interactions)
+    summary, per_user = evaluate(Popularity().fit(split.train), split, k=5, per_user=True)
+    assert list(summary.columns) == ["Precision@5", "Recall@5", "NDCG@5", "HitRate@5", "MAP@5", "Coverage@5", "users"]
+    assert summary.index[0] == "Popularity"
+    assert summary["users"].iloc[0] == len(per_user) == 120
+    assert summary["NDCG@5"].iloc[0] == pytest.approx(per_user["NDCG@5"].mean())
+
+
+def test_tune_picks_the_best_validation_setting(synthetic):
+    split = temporal_split(synthetic.interactions)
+    val = validation_split(split)
+    best, table = tune(EASE, {"l2": [1.0, 10.0, 1e6]}, val)
+    assert len(table) == 3 and best["l2"] == table.loc[table["NDCG@10"].idxmax(), "l2"]
+    assert isinstance(best["l2"], float)
+    with pytest.raises(ValueError, match="unknown metric"):
+        tune(EASE, {"l2": [1.0]}, val, metric="AUC")
+    with pytest.raises(ValueError, match="at least one value"):
+        tune(EASE, {"l2": []}, val)

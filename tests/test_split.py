@@ -1,0 +1,79 @@
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from recutils.split import Interactions, cold_item_split, temporal_split, validation_split
+
+
+def _interactions(rows, n_users=3, n_items=10):
+    return Interactions(pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"]), n_users, n_items)
+
+
+def test_p1_holds_out_the_latest_fifth_with_item_tie_break():
+    # User 0: 6 interactions -> ceil(6/5) = 2 test; items 7 and 3 share the last timestamp.
+    rows = [(0, i, 4, t) for i, t in [(1, 10), (2, 20), (5, 30), (6, 40), (7, 50), (3, 50)]]
+    # User 1: 5 interactions -> 1 test; user 2: a single interaction -> test only.
+    rows += [(1, i, 3, 100 + i) for i in range(5)] + [(2, 9, 5, 7)]
+    split = temporal_split(_interactions(rows))
+    test = split.test.frame
+    assert sorted(test[test.user == 0].item) == [3, 7]
+    assert list(test[test.user == 1].item) == [4]
+    assert list(test[test.user == 2].item) == [9]
+    assert len(split.train) + len(split.test) == len(rows)
+    assert split.protocol == "P1" and split.candidates is None
+
+
+def test_p1_on_movielens_tests_ceil_n_over_5(movielens):
+    split = temporal_split(movielens.interactions)
+    n = movielens.interactions.user_counts()
+    assert torch.equal(split.test.user_counts(), torch.tensor([math.ceil(c / 5) for c in n.tolist()]))
+    merged = pd.concat([split.train.frame, split.test.frame])
+    assert len(merged.drop_duplicates(["user", "item"])) == 100_000
+    # No train interaction of a user is later than any of their test interactions.
+    last_train = split.train.frame.groupby("user").timestamp.max()
+    first_test = split.test.frame.groupby("user").timestamp.min()
+    assert (last_train <= first_test.loc[last_train.index]).all()
+
+
+def test_p2_cold_items_have_no_train_interactions(movielens):
+    split = cold_item_split(movielens.interactions)
+    cold = split.candidates
+    assert int(cold.sum()) == math.ceil(0.2 * 1_682)
+    assert not cold[split.train.column("item")].any()
+    assert cold[split.test.column("item")].all()
+    assert len(split.train) + len(split.test) == 100_000
+    assert torch.equal(cold, cold_item_split(movielens.interactions).candidates)  # seeded
+    assert not torch.equal(cold, cold_item_split(movielens.interactions, seed=1).candidates)
+
+
+def test_validation_repeats_the_protocol_on_train(movielens):
+    p1 = temporal_split(movielens.interactions)
+    val = validation_split(p1)
+    assert val.protocol == "P1"
+    assert len(val.train) + len(val.test) == len(p1.train)
+    p2 = cold_item_split(movielens.interactions)
+    val2 = validation_split(p2)
+    # Validation cold items are drawn among items that still have train interactions.
+    assert not (val2.candidates & p2.candidates).any()
+    assert len(val2.train) + len(val2.test) == len(p2.train)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="missing"):
+        Interactions(pd.DataFrame({"user": [0], "item": [0]}), 1, 1)
+    with pytest.raises(ValueError, match="item indices must lie in 0..4"):
+        _interactions([(0, 5, 1, 0)], n_items=5)
+    with pytest.raises(ValueError, match="empty"):
+        temporal_split(_interactions([]))
+    with pytest.raises(ValueError, match="cold_fraction"):
+        cold_item_split(_interactions([(0, 1, 1, 0)]), cold_fraction=1.5)
+
+
+def test_matrix_and_counts():
+    inter = _interactions([(0, 1, 4, 0), (2, 3, 2, 0), (2, 1, 5, 0)], n_users=3, n_items=4)
+    assert inter.matrix().tolist() == [[0, 1, 0, 0], [0, 0, 0, 0], [0, 1, 0, 1]]
+    assert inter.matrix(binary=False)[2].tolist() == [0, 5, 0, 2]
+    assert inter.user_counts().tolist() == [1, 0, 2] and inter.item_counts().tolist() == [0, 2, 0, 1]
+    assert {u: sorted(v) for u, v in inter.items_by_user().items()} == {0: [1], 2: [1, 3]}

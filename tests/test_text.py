@@ -1,0 +1,83 @@
+import shutil
+
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from recutils.text import DEFAULT_SHA256, ModelNotFoundError, TextEncoder, _fingerprint, default_model_path, mean_pool
+
+TEXTS = [
+    "Toy Story (1995). Genres: Animation, Children's, Comedy",
+    "GoldenEye (1995). Genres: Action, Adventure, Thriller",
+    "A much longer text about a film, so that the batch needs padding and the mask matters. " * 3,
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TextEncoder(use_cache=False)
+
+
+def test_vectors_match_sentence_transformers(encoder):
+    ours = encoder.encode(TEXTS, progress=False)
+    reference = SentenceTransformer(str(default_model_path()), device="cpu")
+    theirs = torch.as_tensor(reference.encode(TEXTS, normalize_embeddings=True))
+    assert ours.shape == (4, 384) and encoder.dim == 384
+    assert (ours * theirs).sum(dim=1).min() >= 0.9999
+
+
+def test_vectors_are_unit_norm_and_independent_of_batching(encoder):
+    together = encoder.encode(TEXTS, progress=False)
+    assert torch.allclose(together.norm(dim=1), torch.ones(4), atol=1e-5)
+    alone = torch.cat([encoder.encode([t], progress=False) for t in TEXTS])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_mean_pool_ignores_padding():
+    hidden = torch.tensor([[[1.0, 1.0], [3.0, 5.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert mean_pool(hidden, mask).tolist() == [[2.0, 3.0]]
+
+
+def test_cache_is_keyed_by_texts_and_reused(empty_cache, monkeypatch):
+    encoder = TextEncoder()
+    first = encoder.encode(TEXTS[:2], progress=False)
+    assert len(list((empty_cache / "embeddings").iterdir())) == 1
+    with monkeypatch.context() as patch:
+        patch.setattr(encoder, "_encode", lambda *a: pytest.fail("cached vectors were recomputed"))
+        assert torch.equal(encoder.encode(TEXTS[:2], progress=False), first)
+    encoder.encode(TEXTS[:1], progress=False)
+    assert len(list((empty_cache / "embeddings").iterdir())) == 2
+
+
+def test_random_weights_are_a_different_model(empty_cache):
+    pretrained = TextEncoder().encode(TEXTS[:2], progress=False)
+    random = TextEncoder.with_random_weights(seed=0).encode(TEXTS[:2], progress=False)
+    assert random.shape == pretrained.shape
+    assert (random * pretrained).sum(dim=1).max() < 0.9
+    # Different weights, different cache entries.
+    assert len(list((empty_cache / "embeddings").iterdir())) == 2
+
+
+def test_bad_inputs(encoder, tmp_path):
+    with pytest.raises(TypeError, match=r"texts\[1\] is float"):
+        encoder.encode(["fine", float("nan")])
+    assert encoder.encode([]).shape == (0, 384)
+    with pytest.raises(ModelNotFoundError, match="no model folder"):
+        TextEncoder(tmp_path / "nowhere")
+    with pytest.raises(ModelNotFoundError, match="holds no weights"):
+        TextEncoder(tmp_path)
+    with pytest.raises(ValueError, match="batch_size"):
+        TextEncoder(batch_size=0)
+
+
+def test_corrupt_default_weights_are_detected(tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(default_model_path(), copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(ModelNotFoundError, match="corrupt"):
+        _fingerprint(copy, expected_sha256=DEFAULT_SHA256)
+    assert _fingerprint(default_model_path(), expected_sha256=DEFAULT_SHA256) == DEFAULT_SHA256
+    assert _fingerprint("sentence-transformers/all-MiniLM-L6-v2", None) == "hub:sentence-transformers/all-MiniLM-L6-v2"
