@@ -158,6 +158,7 @@ def tune(
     validation: Split,
     metric: str = "NDCG@10",
     k: int = 10,
+    progress: bool = True,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Grid search on a validation split (never the test split).
 
@@ -165,13 +166,14 @@ def tune(
         make_model: builds an unfitted model from keyword arguments.
         grid: candidate values per keyword argument.
         validation: from :func:`~recutils.split.validation_split`.
+        progress: show a progress bar over the settings.
     Returns: the best keyword arguments and a table of every setting's metrics.
     """
     if not grid or any(len(v) == 0 for v in grid.values()):
         raise ValueError("grid needs at least one value for every parameter")
     settings = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     rows = []
-    for params in tqdm(settings, desc="tuning", leave=False):
+    for params in tqdm(settings, desc="tuning", leave=False, disable=not progress):
         result = evaluate(make_model(**params).fit(validation.train), validation, k=k)
         if metric not in result.columns:
             raise ValueError(f"unknown metric {metric!r}; choose from {list(result.columns)}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 

@@ -1,0 +1,56 @@
+"""Figures the chapters share, so notebooks stay a call and a sentence."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from recutils.data import RatingsData
+
+
+def plot_data_overview(data: RatingsData) -> Figure:
+    """Three panels: the rating distribution, the item popularity long tail, interactions per user."""
+    frame = data.interactions.frame
+    fig, (ratings, tail, users) = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
+    counts = frame["rating"].value_counts().sort_index()
+    ratings.bar(counts.index, counts.to_numpy(), color="tab:blue")
+    ratings.set(title="Ratings", xlabel="stars", ylabel="number of ratings")
+
+    popularity = np.sort(data.interactions.item_counts().numpy())[::-1]
+    share = np.cumsum(popularity) / popularity.sum()
+    tail.plot(np.arange(1, len(popularity) + 1), popularity, color="tab:orange")
+    tail.set(title="Item popularity (long tail)", xlabel="item rank by popularity", ylabel="ratings", yscale="log")
+    top = int(np.searchsorted(share, 0.5)) + 1
+    tail.axvline(top, color="grey", linestyle="--")
+    tail.annotate(f"{top} items hold\nhalf the ratings", (top, popularity[0]), xytext=(8, -28), textcoords="offset points")
+
+    per_user = data.interactions.user_counts().numpy()
+    users.hist(per_user, bins=40, color="tab:green")
+    users.set(title="Ratings per user", xlabel="ratings", ylabel="users", yscale="log")
+    return fig
+
+
+def plot_metric_bars(table: pd.DataFrame, metrics: list[str]) -> Figure:
+    """Grouped bars: one group per metric, one bar per model (the table's index)."""
+    fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
+    width = 0.8 / len(table)
+    x = np.arange(len(metrics))
+    for offset, (name, row) in enumerate(table[metrics].iterrows()):
+        ax.bar(x + offset * width, row.to_numpy(), width, label=str(name))
+    ax.set_xticks(x + width * (len(table) - 1) / 2, metrics)
+    ax.legend(frameon=False)
+    ax.set_ylabel("mean over test users")
+    return fig
+
+
+def plot_tuning_curve(table: pd.DataFrame, parameter: str, metric: str, log: bool = True) -> Figure:
+    """A validation metric against one hyper-parameter, best setting marked."""
+    fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
+    ax.plot(table[parameter], table[metric], marker="o")
+    best = table.loc[table[metric].idxmax()]
+    ax.scatter([best[parameter]], [best[metric]], color="tab:red", zorder=3, label=f"best {parameter}={best[parameter]:g}")
+    ax.set(xlabel=parameter, ylabel=f"validation {metric}", xscale="log" if log else "linear")
+    ax.legend(frameon=False)
+    return fig

@@ -1,0 +1,29 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+
+from recutils.plotting import plot_data_overview, plot_metric_bars, plot_tuning_curve  # noqa: E402
+
+
+def test_data_overview_has_three_labelled_panels(synthetic):
+    fig = plot_data_overview(synthetic)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["Ratings", "Item popularity (long tail)", "Ratings per user"]
+    # The rating bars are the counts of each star value.
+    heights = sorted(p.get_height() for p in fig.axes[0].patches)
+    assert heights == sorted(synthetic.interactions.frame["rating"].value_counts().tolist())
+
+
+def test_metric_bars_one_bar_per_model_and_metric():
+    table = pd.DataFrame({"A": [0.1, 0.2], "B": [0.3, 0.4]}, index=["m1", "m2"])
+    fig = plot_metric_bars(table, ["A", "B"])
+    assert len(fig.axes[0].patches) == 4
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["m1", "m2"]
+
+
+def test_tuning_curve_marks_the_best():
+    table = pd.DataFrame({"l2": [1.0, 10.0, 100.0], "NDCG@10": [0.1, 0.3, 0.2]})
+    fig = plot_tuning_curve(table, "l2", "NDCG@10")
+    assert fig.axes[0].get_legend().get_texts()[0].get_text() == "best l2=10"
