@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 
 from recutils.data import RatingsData
@@ -53,4 +56,25 @@ def plot_tuning_curve(table: pd.DataFrame, parameter: str, metric: str, log: boo
     ax.scatter([best[parameter]], [best[metric]], color="tab:red", zorder=3, label=f"best {parameter}={best[parameter]:g}")
     ax.set(xlabel=parameter, ylabel=f"validation {metric}", xscale="log" if log else "linear")
     ax.legend(frameon=False)
+    return fig
+
+
+def plot_embedding_map(vectors: torch.Tensor, genres: Sequence[Sequence[str]], shown: Sequence[str]) -> Figure:
+    """Items projected on their first two principal components, coloured by genre.
+
+    Each item is coloured by the first genre of ``shown`` that it has; items with
+    none of them are drawn in light grey behind.
+    """
+    if len(vectors) != len(genres):
+        raise ValueError(f"{len(vectors)} vectors for {len(genres)} genre lists")
+    centred = vectors.float() - vectors.float().mean(dim=0)
+    _, _, components = torch.linalg.svd(centred, full_matrices=False)
+    xy = (centred @ components[:2].T).numpy()
+    label = np.array([next((g for g in shown if g in gs), "") for gs in genres], dtype=object)
+    fig, ax = plt.subplots(figsize=(6, 4.5), layout="constrained")
+    ax.scatter(*xy[label == ""].T, s=6, color="0.85", label="other")
+    for genre in shown:
+        ax.scatter(*xy[label == genre].T, s=8, label=genre)
+    ax.set(xlabel="PC 1", ylabel="PC 2", xticks=[], yticks=[])
+    ax.legend(frameon=False, markerscale=2, fontsize="small", loc="best")
     return fig

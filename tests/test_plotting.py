@@ -27,3 +27,14 @@ def test_tuning_curve_marks_the_best():
     table = pd.DataFrame({"l2": [1.0, 10.0, 100.0], "NDCG@10": [0.1, 0.3, 0.2]})
     fig = plot_tuning_curve(table, "l2", "NDCG@10")
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "best l2=10"
+
+
+def test_embedding_map_colours_by_the_first_shown_genre():
+    import torch
+
+    from recutils.plotting import plot_embedding_map
+
+    vectors = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    fig = plot_embedding_map(vectors, [["Drama"], ["Comedy", "Drama"], [], ["War"]], ["Comedy", "Drama"])
+    sizes = [len(c.get_offsets()) for c in fig.axes[0].collections]
+    assert sizes == [2, 1, 1]  # other (no genre, War), Comedy, Drama

@@ -1,0 +1,99 @@
+"""Neighbourhood collaborative filtering and BERT content similarity, as recommenders."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from recutils.embeddings import aggregate_user_vectors
+from recutils.recommender import Recommender
+from recutils.similarity import association_matrix, cosine_similarity
+from recutils.split import Interactions
+
+
+class ItemKNN(Recommender):
+    """Item-based CF: r̂(u, i) = Σ_{j ∈ history(u)} S[i, j] over i's k most co-rated neighbours.
+
+    Args:
+        k: neighbours kept per item (None keeps all).
+        shrinkage: damps similarities of item pairs with few common users.
+    """
+
+    def __init__(self, k: int | None = 50, shrinkage: float = 0.0) -> None:
+        self.k, self.shrinkage = k, shrinkage
+
+    @property
+    def name(self) -> str:
+        return f"ItemKNN(k={self.k})"
+
+    def _fit(self, train: Interactions) -> None:
+        self.similarity_ = association_matrix(train, "item", k=self.k, shrinkage=self.shrinkage)
+        self.x_ = train.matrix(binary=True)
+
+    def _score(self, users: torch.Tensor) -> torch.Tensor:
+        return self.x_[users] @ self.similarity_.T
+
+
+class UserKNN(Recommender):
+    """User-based CF: r̂(u, i) = Σ_v S[u, v] · x[v, i] over u's k most similar users.
+
+    Args:
+        k: neighbours kept per user (None keeps all).
+        shrinkage: damps similarities of user pairs with few common items.
+    """
+
+    def __init__(self, k: int | None = 50, shrinkage: float = 0.0) -> None:
+        self.k, self.shrinkage = k, shrinkage
+
+    @property
+    def name(self) -> str:
+        return f"UserKNN(k={self.k})"
+
+    def _fit(self, train: Interactions) -> None:
+        self.similarity_ = association_matrix(train, "user", k=self.k, shrinkage=self.shrinkage)
+        self.x_ = train.matrix(binary=True)
+
+    def _score(self, users: torch.Tensor) -> torch.Tensor:
+        return self.similarity_[users] @ self.x_
+
+
+class ContentRecommender(Recommender):
+    """Content-based: r̂(u, i) = cos(u_emb, i_emb) with BERT item vectors.
+
+    Args:
+        item_vectors: (n_items, dim) item embeddings, e.g. ``TextEncoder.encode(item_text(items))``.
+        user_vectors: optional (n_users, dim) user embeddings, e.g. encoded
+            profile texts; by default each user is the weighted mean of their
+            train items' vectors.
+        weighting: how the default user vectors weight the history
+            ("mean", "rating" or "recency"; see :func:`aggregate_user_vectors`).
+    """
+
+    def __init__(
+        self,
+        item_vectors: torch.Tensor,
+        user_vectors: torch.Tensor | None = None,
+        weighting: Literal["mean", "rating", "recency"] = "mean",
+        label: str = "Content",
+    ) -> None:
+        self.item_vectors, self.user_vectors, self.weighting, self.label = item_vectors, user_vectors, weighting, label
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    def _fit(self, train: Interactions) -> None:
+        if len(self.item_vectors) != train.n_items:
+            raise ValueError(f"item_vectors has {len(self.item_vectors)} rows for {train.n_items} items")
+        if self.user_vectors is None:
+            self.users_ = aggregate_user_vectors(train, self.item_vectors, self.weighting)
+        elif self.user_vectors.shape != (train.n_users, self.item_vectors.shape[1]):
+            raise ValueError(
+                f"user_vectors must be ({train.n_users}, {self.item_vectors.shape[1]}), got {tuple(self.user_vectors.shape)}"
+            )
+        else:
+            self.users_ = self.user_vectors
+
+    def _score(self, users: torch.Tensor) -> torch.Tensor:
+        return cosine_similarity(self.users_[users], self.item_vectors)
