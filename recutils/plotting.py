@@ -78,3 +78,18 @@ def plot_embedding_map(vectors: torch.Tensor, genres: Sequence[Sequence[str]], s
     ax.set(xlabel="PC 1", ylabel="PC 2", xticks=[], yticks=[])
     ax.legend(frameon=False, markerscale=2, fontsize="small", loc="best")
     return fig
+
+
+def plot_similarity_heatmaps(matrices: dict[str, torch.Tensor], labels: Sequence[str]) -> Figure:
+    """Side-by-side heatmaps of square similarity matrices over the same labelled items."""
+    for name, matrix in matrices.items():
+        if matrix.shape != (len(labels), len(labels)):
+            raise ValueError(f"{name!r} is {tuple(matrix.shape)}, expected ({len(labels)}, {len(labels)})")
+    fig, axes = plt.subplots(1, len(matrices), figsize=(5.2 * len(matrices), 4.6), layout="constrained", squeeze=False)
+    for ax, (name, matrix) in zip(axes[0], matrices.items()):
+        image = ax.imshow(matrix.numpy(), cmap="viridis", vmin=0)
+        ax.set_title(name)
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize="small")
+        ax.set_yticks(range(len(labels)), labels, fontsize="small")
+        fig.colorbar(image, ax=ax, shrink=0.7)
+    return fig

@@ -38,3 +38,17 @@ def test_embedding_map_colours_by_the_first_shown_genre():
     fig = plot_embedding_map(vectors, [["Drama"], ["Comedy", "Drama"], [], ["War"]], ["Comedy", "Drama"])
     sizes = [len(c.get_offsets()) for c in fig.axes[0].collections]
     assert sizes == [2, 1, 1]  # other (no genre, War), Comedy, Drama
+
+
+def test_similarity_heatmaps_one_panel_per_matrix():
+    import pytest
+    import torch
+
+    from recutils.plotting import plot_similarity_heatmaps
+
+    fig = plot_similarity_heatmaps({"text": torch.eye(3), "co-rating": torch.ones(3, 3)}, ["a", "b", "c"])
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["text", "co-rating"]
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="expected"):
+        plot_similarity_heatmaps({"bad": torch.eye(2)}, ["a", "b", "c"])
