@@ -93,3 +93,26 @@ def plot_similarity_heatmaps(matrices: dict[str, torch.Tensor], labels: Sequence
         ax.set_yticks(range(len(labels)), labels, fontsize="small")
         fig.colorbar(image, ax=ax, shrink=0.7)
     return fig
+
+
+def plot_training_curves(logs: dict[str, object], reference: dict[str, float] | None = None) -> Figure:
+    """Training loss and validation NDCG@10 per epoch, one line per run.
+
+    Args:
+        logs: name -> a :class:`~recutils.twotower.TrainingLog` (``loss``, ``validation_ndcg``, ``best_epoch``).
+        reference: name -> a validation NDCG@10 drawn as a horizontal line (e.g. EASE).
+    """
+    fig, (loss_ax, ndcg_ax) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    for name, log in logs.items():
+        epochs = np.arange(1, len(log.loss) + 1)
+        loss_ax.plot(epochs, np.asarray(log.loss) / log.loss[0], marker=".", label=name)
+        line = ndcg_ax.plot(np.arange(1, len(log.validation_ndcg) + 1), log.validation_ndcg, marker=".", label=name)
+        if log.best_epoch:
+            ndcg_ax.scatter([log.best_epoch], [log.validation_ndcg[log.best_epoch - 1]], color=line[0].get_color(), s=60, zorder=3)
+    for name, value in (reference or {}).items():
+        ndcg_ax.axhline(value, color="grey", linestyle="--", linewidth=1)
+        ndcg_ax.annotate(name, (1, value), xytext=(2, 3), textcoords="offset points", color="grey", fontsize="small")
+    loss_ax.set(title="training loss (relative to epoch 1)", xlabel="epoch")
+    ndcg_ax.set(title="validation NDCG@10 (dot: early-stopping choice)", xlabel="epoch")
+    ndcg_ax.legend(frameon=False, fontsize="small")
+    return fig

@@ -39,6 +39,12 @@ class Recommender(ABC):
         """Learn from ``train``; returns self so calls chain."""
         if len(train) == 0:
             raise ValueError(f"{self.name}: cannot fit on empty interactions")
+        self._bind(train)
+        self._fit(train)
+        return self
+
+    def _bind(self, train: Interactions) -> None:
+        """Remember the train data: what is seen, and the tie-break order."""
         self.train_ = train
         self.seen_ = train.matrix(binary=True) > 0
         # Ties (many equal scores) are broken by a fixed random order of items, not
@@ -47,8 +53,6 @@ class Recommender(ABC):
         self.tie_order_ = torch.randperm(
             train.n_items, generator=torch.Generator().manual_seed(TIE_BREAK_SEED)
         )
-        self._fit(train)
-        return self
 
     @abstractmethod
     def _fit(self, train: Interactions) -> None: ...

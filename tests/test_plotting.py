@@ -52,3 +52,15 @@ def test_similarity_heatmaps_one_panel_per_matrix():
     assert [t.get_text() for t in panels[0].get_yticklabels()] == ["a", "b", "c"]
     with pytest.raises(ValueError, match="expected"):
         plot_similarity_heatmaps({"bad": torch.eye(2)}, ["a", "b", "c"])
+
+
+def test_training_curves_mark_the_best_epoch():
+    from recutils.plotting import plot_training_curves
+    from recutils.twotower import TrainingLog
+
+    log = TrainingLog(loss=[2.0, 1.0, 0.5], validation_ndcg=[0.1, 0.3, 0.2], best_epoch=2)
+    fig = plot_training_curves({"run": log}, reference={"EASE": 0.25})
+    loss_ax, ndcg_ax = fig.axes
+    assert list(loss_ax.lines[0].get_ydata()) == [1.0, 0.5, 0.25]
+    assert list(ndcg_ax.collections[0].get_offsets()[0]) == [2, 0.3]
+    assert ndcg_ax.lines[-1].get_ydata()[0] == 0.25

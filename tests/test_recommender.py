@@ -135,3 +135,25 @@ def test_tune_picks_the_best_validation_setting(synthetic):
         tune(EASE, {"l2": [1.0]}, val, metric="AUC")
     with pytest.raises(ValueError, match="at least one value"):
         tune(EASE, {"l2": []}, val)
+
+
+def test_text_popularity_predicts_cold_items_from_their_vectors():
+    from recutils.baselines import TextPopularity
+    from recutils.split import cold_item_split
+
+    # Item i has i % 5 + 1 interactions, and its vector says so.
+    rows, user = [], 0
+    for item in range(40):
+        for _ in range(item % 5 + 1):
+            rows.append((user % 30, item, 5, user))
+            user += 1
+    inter = Interactions(pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"]), 30, 40)
+    vectors = torch.stack([torch.tensor([float(i % 5), 1.0]) for i in range(40)])
+    split = cold_item_split(inter, cold_fraction=0.25)
+    model = TextPopularity(vectors, l2=1e-3).fit(split.train)
+    cold = torch.nonzero(split.candidates).squeeze(1)
+    predicted = model.score([0])[0, cold]
+    order = torch.argsort(predicted)
+    assert torch.all(torch.diff(torch.tensor([i % 5 for i in cold[order].tolist()])) >= 0)
+    with pytest.raises(ValueError, match="item_vectors has 3 rows"):
+        TextPopularity(vectors[:3]).fit(split.train)

@@ -1,0 +1,456 @@
+"""The two-tower model: u_h = MLP_u(u_emb), i_h = MLP_i(i_emb), r̂(u, i) = cos(u_h, i_h) / τ.
+
+Both towers read frozen BERT vectors (optionally concatenated with learned id
+embeddings). A user's input is the mean over their train history of either the
+items' text vectors ("text") or the item tower's outputs ("history"); while
+training, the target item is left out of that mean so the model cannot find
+the answer in its own input.
+
+Objectives: in-batch sampled softmax with temperature, optional logQ
+correction (Yi et al. 2019) and masked accidental hits; or binary cross-entropy
+on sampled negatives, which is what the article intends.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from recutils.cache import cache_dir
+from recutils.recommender import Recommender
+from recutils.split import Interactions, Split
+from recutils.text import pick_device
+
+# Bump when training or architecture code changes, so cached models are retrained.
+MODEL_VERSION = "twotower-v1"
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    """Architecture and training settings; saved beside the weights."""
+
+    hidden: int = 256
+    out_dim: int = 128
+    depth: int = 2
+    dropout: float = 0.1
+    id_dim: int = 0
+    user_input: Literal["text", "history"] = "history"
+    objective: Literal["softmax", "bce"] = "softmax"
+    temperature: float = 0.05
+    logq: bool = True
+    negatives: int = 8
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 30
+    patience: int = 3
+    refit: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.user_input not in ("text", "history"):
+            raise ValueError(f"user_input must be 'text' or 'history', got {self.user_input!r}")
+        if self.objective not in ("softmax", "bce"):
+            raise ValueError(f"objective must be 'softmax' or 'bce', got {self.objective!r}")
+        for name in ("hidden", "out_dim", "depth", "negatives", "batch_size", "epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1 or self.temperature <= 0 or self.lr <= 0 or self.id_dim < 0:
+            raise ValueError("need 0 <= dropout < 1, temperature > 0, lr > 0 and id_dim >= 0")
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, depth: int, dropout: float) -> nn.Sequential:
+    """``depth`` linear layers with ReLU and dropout between them."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for _ in range(depth - 1):
+        layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
+        width = hidden
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
+class Histories:
+    """Each user's train items as 0/1 rows, for sums over histories."""
+
+    def __init__(self, train: Interactions, device: torch.device | str = "cpu") -> None:
+        self.matrix = train.matrix(binary=True).to(device)
+        self.seen = self.matrix > 0
+
+    def sum(self, users: torch.Tensor, per_item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns: (b, d) sums of ``per_item`` rows over each user's history, and (b,) history sizes."""
+        rows = self.matrix[users]
+        return rows @ per_item, rows.sum(dim=1)
+
+
+class TwoTowerNet(nn.Module):
+    """The two towers over frozen item text vectors.
+
+    Args:
+        item_text: (n_items, text_dim) frozen BERT item vectors.
+        n_users: number of users (for optional user id embeddings).
+        config: sizes and the kind of user input.
+    """
+
+    def __init__(self, item_text: torch.Tensor, n_users: int, config: TwoTowerConfig) -> None:
+        super().__init__()
+        self.config = config
+        n_items, text_dim = item_text.shape
+        self.register_buffer("item_text", item_text.float().clone())
+        id_dim = config.id_dim
+        self.item_ids = nn.Embedding(n_items, id_dim) if id_dim else None
+        self.user_ids = nn.Embedding(n_users, id_dim) if id_dim else None
+        self.item_tower = mlp(text_dim + id_dim, config.hidden, config.out_dim, config.depth, config.dropout)
+        user_in = text_dim if config.user_input == "text" else config.out_dim
+        self.user_tower = mlp(user_in + id_dim, config.hidden, config.out_dim, config.depth, config.dropout)
+        for module in (self.item_ids, self.user_ids):
+            if module is not None:
+                nn.init.normal_(module.weight, std=0.05)
+
+    def item_vectors(self, items: torch.Tensor | None = None, normalise: bool = True) -> torch.Tensor:
+        """Returns: (n, out_dim) item-tower outputs i_h (unit length when ``normalise``)."""
+        index = torch.arange(len(self.item_text), device=self.item_text.device) if items is None else items
+        x = self.item_text[index]
+        if self.item_ids is not None:
+            x = torch.cat([x, self.item_ids(index)], dim=1)
+        out = self.item_tower(x)
+        return nn.functional.normalize(out, dim=1) if normalise else out
+
+    def user_vectors(
+        self,
+        users: torch.Tensor,
+        histories: Histories,
+        leave_out: torch.Tensor | None = None,
+        all_items: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """User-tower outputs u_h from the mean of the history's item representations.
+
+        Args:
+            users: (b,) user indices.
+            histories: the users' train items.
+            leave_out: (b,) an item to drop from each user's history (the training target).
+            all_items: precomputed item-tower outputs (unnormalised), to share work.
+        Returns: (b, out_dim) unit-length vectors.
+        """
+        if self.config.user_input == "text":
+            per_item = self.item_text
+        else:
+            per_item = self.item_vectors(normalise=False) if all_items is None else all_items
+        summed, counts = histories.sum(users, per_item)
+        if leave_out is not None:
+            summed = summed - per_item[leave_out]
+            counts = counts - 1
+        x = summed / counts.clamp(min=1).unsqueeze(1).to(summed.dtype)
+        if self.user_ids is not None:
+            x = torch.cat([x, self.user_ids(users)], dim=1)
+        return nn.functional.normalize(self.user_tower(x), dim=1)
+
+
+def in_batch_softmax_loss(
+    user_h: torch.Tensor,
+    item_h: torch.Tensor,
+    temperature: float,
+    log_q: torch.Tensor | None = None,
+    accidental: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sampled softmax where each user's positive competes with the batch's other items.
+
+    logits[a, b] = cos(u_a, i_b) / τ − log q_b (with logQ correction), and the
+    target of row a is column a.
+
+    Args:
+        user_h, item_h: (b, d) unit vectors of the batch's users and positive items.
+        log_q: (b,) log sampling probability of each batch item (its train frequency);
+            subtracting it stops popular items, which appear as negatives more
+            often, from being pushed down too hard.
+        accidental: (b, b) bool, True where item b is also a positive of user a
+            (off the diagonal); those logits are masked out.
+    Returns: the mean cross-entropy, a scalar.
+    """
+    logits = user_h @ item_h.T / temperature
+    if log_q is not None:
+        logits = logits - log_q.unsqueeze(0)
+    if accidental is not None:
+        off_diagonal = accidental & ~torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(off_diagonal, float("-inf"))
+    return nn.functional.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+
+
+def sampled_bce_loss(
+    user_h: torch.Tensor, item_h: torch.Tensor, negative_h: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Binary cross-entropy: positives labelled 1, sampled negatives 0.
+
+    Args:
+        user_h, item_h: (b, d) unit vectors; negative_h: (b, n, d) unit vectors.
+    Returns: the mean loss over positives and negatives, a scalar.
+    """
+    positive = (user_h * item_h).sum(dim=1) / temperature
+    negative = torch.einsum("bd,bnd->bn", user_h, negative_h) / temperature
+    logits = torch.cat([positive.unsqueeze(1), negative], dim=1)
+    labels = torch.zeros_like(logits)
+    labels[:, 0] = 1.0
+    return nn.functional.binary_cross_entropy_with_logits(logits, labels)
+
+
+@dataclass
+class TrainingLog:
+    """What one training run did, for plots and the closing table."""
+
+    loss: list[float] = field(default_factory=list)
+    validation_ndcg: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+class TwoTower(Recommender):
+    """The two-tower recommender over frozen BERT item vectors.
+
+    Args:
+        item_vectors: (n_items, text_dim) item embeddings, e.g. from ``TextEncoder``.
+        config: a :class:`TwoTowerConfig`; keyword arguments override its fields.
+        validation: the validation split of the data ``fit`` will receive. When
+            given, training first runs on ``validation.train`` with early stopping
+            on validation NDCG@10; then, with ``config.refit``, it restarts on the
+            full train data for the best number of epochs. Test is never used for choices.
+        device: default CUDA when present, else CPU.
+        use_cache: reuse a model trained earlier on identical inputs (``{cache}/twotower``).
+        label: the name shown in result tables.
+    """
+
+    def __init__(
+        self,
+        item_vectors: torch.Tensor,
+        config: TwoTowerConfig | None = None,
+        validation: Split | None = None,
+        device: str | torch.device | None = None,
+        use_cache: bool = True,
+        label: str | None = None,
+        **overrides: object,
+    ) -> None:
+        if item_vectors.ndim != 2:
+            raise ValueError(f"item_vectors must be (n_items, dim), got shape {tuple(item_vectors.shape)}")
+        self.item_vectors = item_vectors.float()
+        self.config = TwoTowerConfig(**{**asdict(config or TwoTowerConfig()), **overrides})
+        self.validation, self.device, self.use_cache = validation, pick_device(device), use_cache
+        self.label = label
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        c = self.config
+        return f"TwoTower({c.objective}, τ={c.temperature:g}{', logQ' if c.logq and c.objective == 'softmax' else ''}{', ids' if c.id_dim else ''})"
+
+    # --- fitting -------------------------------------------------------------------------
+
+    def _fit(self, train: Interactions) -> None:
+        if len(self.item_vectors) != train.n_items:
+            raise ValueError(f"item_vectors has {len(self.item_vectors)} rows for {train.n_items} items")
+        folder = cache_dir() / "twotower" / self._cache_key(train)
+        if self.use_cache and (folder / "model.safetensors").is_file():
+            self._load_folder(folder, train)
+            return
+        epochs = self.config.epochs
+        self.validation_log_ = None
+        if self.validation is not None:
+            v = self.validation
+            if len(v.train) + len(v.test) != len(train) or v.train.n_items != train.n_items:
+                raise ValueError("validation must be validation_split(...) of the split whose train data fit receives")
+            net, self.validation_log_ = self._train(v.train, epochs, monitor=v)
+            epochs = max(1, self.validation_log_.best_epoch)
+        if self.validation is not None and not self.config.refit:
+            # The towers are inductive: the early-stopped model scores users from their
+            # full train histories without retraining.
+            self.net_, self.log_ = net, copy.deepcopy(self.validation_log_)
+        else:
+            self.net_, self.log_ = self._train(train, epochs, monitor=None)
+            self.log_.best_epoch = epochs
+        self._histories = Histories(train, self.device)
+        if self.use_cache:
+            self.save(folder)
+
+    def _train(self, train: Interactions, epochs: int, monitor: Split | None) -> tuple[TwoTowerNet, TrainingLog]:
+        c = self.config
+        torch.manual_seed(c.seed)
+        generator = torch.Generator().manual_seed(c.seed)
+        net = TwoTowerNet(self.item_vectors, train.n_users, c).to(self.device)
+        optimiser = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        histories = Histories(train, self.device)
+        users, items = train.column("user"), train.column("item")
+        counts = train.item_counts().float()
+        log_q = torch.log((counts / counts.sum()).clamp(min=1e-12)).to(self.device)
+        log, best_state, best_ndcg, stale = TrainingLog(), None, -1.0, 0
+        steps = math.ceil(len(users) / c.batch_size)
+        bar = tqdm(range(epochs), desc=f"training {self.name}", unit="epoch", leave=False)
+        for epoch in bar:
+            net.train()
+            started, total = time.perf_counter(), 0.0
+            order = torch.randperm(len(users), generator=generator)
+            for step in range(steps):
+                batch = order[step * c.batch_size : (step + 1) * c.batch_size]
+                u, i = users[batch].to(self.device), items[batch].to(self.device)
+                loss = self._batch_loss(net, u, i, histories, log_q, generator)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                total += loss.item()
+            log.loss.append(total / steps)
+            log.epoch_seconds.append(time.perf_counter() - started)
+            if monitor is None:
+                continue
+            ndcg = self._validation_ndcg(net, monitor)
+            log.validation_ndcg.append(ndcg)
+            bar.set_postfix(loss=f"{log.loss[-1]:.3f}", val_ndcg=f"{ndcg:.4f}")
+            if ndcg > best_ndcg:
+                best_ndcg, best_state, stale, log.best_epoch = ndcg, copy.deepcopy(net.state_dict()), 0, epoch + 1
+            else:
+                stale += 1
+                if stale >= c.patience:
+                    break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        net.eval()
+        return net, log
+
+    def _batch_loss(
+        self,
+        net: TwoTowerNet,
+        u: torch.Tensor,
+        i: torch.Tensor,
+        histories: Histories,
+        log_q: torch.Tensor,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        c = self.config
+        all_items = net.item_vectors(normalise=False) if c.user_input == "history" else None
+        user_h = net.user_vectors(u, histories, leave_out=i, all_items=all_items)
+        if all_items is not None:
+            item_h = nn.functional.normalize(all_items[i], dim=1)
+        else:
+            item_h = net.item_vectors(i)
+        if c.objective == "softmax":
+            accidental = histories.seen[u.unsqueeze(1), i.unsqueeze(0)]
+            return in_batch_softmax_loss(user_h, item_h, c.temperature, log_q[i] if c.logq else None, accidental)
+        negatives = torch.randint(0, len(net.item_text), (len(u), c.negatives), generator=generator).to(self.device)
+        if all_items is not None:
+            negative_h = nn.functional.normalize(all_items[negatives], dim=2)
+        else:
+            negative_h = net.item_vectors(negatives.reshape(-1)).reshape(len(u), c.negatives, -1)
+        return sampled_bce_loss(user_h, item_h, negative_h, c.temperature)
+
+    def _validation_ndcg(self, net: TwoTowerNet, split: Split) -> float:
+        from recutils.metrics import evaluate
+
+        probe = _FrozenTwoTower(net, split.train, self.device)
+        return float(evaluate(probe, split)["NDCG@10"].iloc[0])
+
+    # --- scoring ---------------------------------------------------------------------------
+
+    def _score(self, users: torch.Tensor) -> torch.Tensor:
+        return _score_with(self.net_, users, self._histories, self.device)
+
+    # --- persistence -----------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` (with the training log) into ``folder``."""
+        if not hasattr(self, "net_"):
+            raise RuntimeError(f"{self.name} is not fitted; nothing to save")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
+        save_file(state, folder / "model.safetensors")
+        meta = {
+            "version": MODEL_VERSION,
+            "config": asdict(self.config),
+            "n_users": self.train_.n_users,
+            "n_items": self.train_.n_items,
+            "train_fingerprint": list(self.train_.fingerprint()),
+            "log": asdict(self.log_),
+            "validation_log": asdict(self.validation_log_) if self.validation_log_ else None,
+        }
+        (folder / "config.json").write_text(json.dumps(meta, indent=1))
+        return folder
+
+    def load(self, folder: str | Path, train: Interactions) -> TwoTower:
+        """Load weights saved by :meth:`save` for the data ``train``; returns self, ready to score.
+
+        Raises:
+            FileNotFoundError: no checkpoint in ``folder``.
+            ValueError: the checkpoint was made with another config, other data or other item vectors.
+        """
+        self._bind(train)
+        self._load_folder(Path(folder), train)
+        return self
+
+    def _load_folder(self, folder: Path, train: Interactions) -> None:
+        if not (folder / "model.safetensors").is_file() or not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"no two-tower checkpoint in {folder} (model.safetensors and config.json)")
+        meta = json.loads((folder / "config.json").read_text())
+        saved = meta["config"]
+        differs = {k: (saved.get(k), v) for k, v in asdict(self.config).items() if saved.get(k) != v}
+        if differs:
+            detail = ", ".join(f"{k}: saved {a!r}, here {b!r}" for k, (a, b) in differs.items())
+            raise ValueError(f"checkpoint {folder} was made with another config ({detail})")
+        if meta["train_fingerprint"] != list(train.fingerprint()):
+            raise ValueError(f"checkpoint {folder} was trained on other interactions than the ones given")
+        state = load_file(folder / "model.safetensors")
+        if not torch.equal(state["item_text"], self.item_vectors):
+            raise ValueError(f"checkpoint {folder} was trained on other item vectors than the ones given")
+        net = TwoTowerNet(self.item_vectors, train.n_users, self.config)
+        net.load_state_dict(state)
+        self.net_ = net.to(self.device).eval()
+        self.log_ = TrainingLog(**meta["log"])
+        self.validation_log_ = TrainingLog(**meta["validation_log"]) if meta["validation_log"] else None
+        self._histories = Histories(train, self.device)
+
+    def _cache_key(self, train: Interactions) -> str:
+        digest = hashlib.sha256(MODEL_VERSION.encode())
+        digest.update(json.dumps(asdict(self.config), sort_keys=True).encode())
+        digest.update(repr(train.fingerprint()).encode())
+        digest.update(self.item_vectors.numpy().tobytes())
+        if self.validation is not None:
+            digest.update(repr((self.validation.train.fingerprint(), self.validation.test.fingerprint())).encode())
+        return digest.hexdigest()[:32]
+
+    def parameter_count(self) -> int:
+        """Trainable parameters (the frozen BERT vectors are not counted)."""
+        return sum(p.numel() for p in self.net_.parameters())
+
+
+def _score_with(net: TwoTowerNet, users: torch.Tensor, histories: Histories, device: torch.device) -> torch.Tensor:
+    """(b, n_items) cosine scores, computed in batches of users."""
+    out = []
+    with torch.inference_mode():
+        raw_items = net.item_vectors(normalise=False)
+        items = nn.functional.normalize(raw_items, dim=1)
+        for start in range(0, len(users), 1024):
+            user_h = net.user_vectors(users[start : start + 1024].to(device), histories, all_items=raw_items)
+            out.append((user_h @ items.T).cpu())
+    return torch.cat(out)
+
+
+class _FrozenTwoTower(Recommender):
+    """A trained network seen through the recommender interface, for validation during training."""
+
+    def __init__(self, net: TwoTowerNet, train: Interactions, device: torch.device) -> None:
+        self.net, self.device = net, device
+        self.fit(train)
+
+    def _fit(self, train: Interactions) -> None:
+        self.net.eval()
+        self.histories = Histories(train, self.device)
+
+    def _score(self, users: torch.Tensor) -> torch.Tensor:
+        return _score_with(self.net, users, self.histories, self.device)

@@ -1,0 +1,171 @@
+import math
+
+import pytest
+import torch
+
+from recutils.baselines import RandomRecommender
+from recutils.metrics import evaluate
+from recutils.split import temporal_split, validation_split
+from recutils.twotower import (
+    Histories,
+    TwoTower,
+    TwoTowerConfig,
+    TwoTowerNet,
+    in_batch_softmax_loss,
+    sampled_bce_loss,
+)
+
+SMALL = dict(hidden=32, out_dim=16, batch_size=64, epochs=12, temperature=0.1, dropout=0.0, lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def planted(synthetic):
+    """Item 'text' vectors that carry the planted clusters, plus noise."""
+    generator = torch.Generator().manual_seed(0)
+    clusters = torch.tensor(synthetic.items["cluster"].to_numpy())
+    vectors = torch.nn.functional.one_hot(clusters, 3).float()
+    vectors = torch.cat([vectors, torch.zeros(len(clusters), 5)], dim=1) + 0.3 * torch.randn(len(clusters), 8, generator=generator)
+    return vectors, temporal_split(synthetic.interactions)
+
+
+def _agreement(model, synthetic, n=60):
+    top = model.recommend(torch.arange(n), k=5)
+    item_cluster = torch.tensor(synthetic.items["cluster"].to_numpy())
+    own = torch.tensor(synthetic.users["cluster"].to_numpy()[:n]).unsqueeze(1)
+    return (item_cluster[top] == own).float().mean().item()
+
+
+def test_in_batch_softmax_matches_a_hand_computed_case():
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    i = torch.tensor([[0.6, 0.8], [1.0, 0.0]])
+    tau = 0.5
+    loss = in_batch_softmax_loss(u, i, tau)
+    # Row 0: logits (0.6, 1.0)/τ, target 0; row 1: (0.8, 0.0)/τ, target 1.
+    row0 = -math.log(math.exp(1.2) / (math.exp(1.2) + math.exp(2.0)))
+    row1 = -math.log(math.exp(0.0) / (math.exp(1.6) + math.exp(0.0)))
+    assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    # Masking item 1 as an accidental hit for user 0 leaves row 0 with its positive only.
+    masked = in_batch_softmax_loss(u, i, tau, accidental=torch.tensor([[False, True], [False, False]]))
+    assert masked.item() == pytest.approx(row1 / 2, rel=1e-6)
+
+
+def test_logq_correction_pushes_popular_negatives_down_less():
+    # Orthogonal users, so that only row 1 (where item 0 is a negative) moves item 0 along u[1].
+    u = torch.eye(4)[:2]
+    items = torch.nn.functional.normalize(torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.1, 0.9, 0.0, 0.4]]), dim=1)
+    log_q = torch.log(torch.tensor([0.5, 0.01]))  # item 0 popular, item 1 rare
+
+    def push_on_popular(correction):
+        i = items.clone().requires_grad_(True)
+        in_batch_softmax_loss(u, i, 0.1, log_q if correction else None).backward()
+        # Row 1's positive is item 1; item 0 is its negative. The gradient on item 0
+        # along user 1 is how hard the loss pushes the popular item away from that user.
+        return (i.grad[0] @ u[1]).item()
+
+    assert push_on_popular(correction=True) < push_on_popular(correction=False)
+
+
+def test_bce_loss_hand_case():
+    u = torch.tensor([[1.0, 0.0]])
+    pos = torch.tensor([[1.0, 0.0]])
+    neg = torch.tensor([[[0.0, 1.0]]])
+    expected = (math.log(1 + math.exp(-2.0)) + math.log(1 + math.exp(0.0))) / 2
+    assert sampled_bce_loss(u, pos, neg, 0.5).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("id_dim", [0, 4])
+def test_gradients_reach_both_towers(planted, id_dim):
+    vectors, split = planted
+    config = TwoTowerConfig(**SMALL, id_dim=id_dim)
+    net = TwoTowerNet(vectors, split.train.n_users, config)
+    model = TwoTower(vectors, config, use_cache=False)
+    histories = Histories(split.train)
+    users, items = split.train.column("user")[:32], split.train.column("item")[:32]
+    loss = model._batch_loss(net, users, items, histories, torch.zeros(vectors.shape[0]), torch.Generator())
+    loss.backward()
+    for tower in (net.item_tower, net.user_tower):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in tower.parameters())
+    if id_dim:
+        assert net.item_ids.weight.grad.abs().sum() > 0 and net.user_ids.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("objective", ["softmax", "bce"])
+def test_learns_the_planted_clusters(planted, synthetic, objective):
+    vectors, split = planted
+    model = TwoTower(vectors, use_cache=False, objective=objective, **SMALL).fit(split.train)
+    assert model.log_.loss[-1] < model.log_.loss[0]
+    assert _agreement(model, synthetic) > 0.8
+    random = evaluate(RandomRecommender().fit(split.train), split)["NDCG@10"].iloc[0]
+    assert evaluate(model, split)["NDCG@10"].iloc[0] > 2 * random
+
+
+def test_early_stopping_on_validation_then_refit(planted):
+    vectors, split = planted
+    model = TwoTower(vectors, validation=validation_split(split), use_cache=False, **{**SMALL, "epochs": 6, "patience": 2})
+    model.fit(split.train)
+    log = model.validation_log_
+    assert 1 <= log.best_epoch <= len(log.validation_ndcg) <= 6
+    assert log.validation_ndcg[log.best_epoch - 1] == max(log.validation_ndcg)
+    assert len(model.log_.loss) == log.best_epoch  # the refit runs for the chosen number of epochs
+    with pytest.raises(ValueError, match="validation must be"):
+        TwoTower(vectors, validation=validation_split(validation_split(split)), use_cache=False, **SMALL).fit(split.train)
+
+
+def test_seeded_training_is_deterministic(planted):
+    vectors, split = planted
+    a = TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2}).fit(split.train).score(torch.arange(10))
+    b = TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2}).fit(split.train).score(torch.arange(10))
+    c = TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2, "seed": 1}).fit(split.train).score(torch.arange(10))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_save_load_round_trip_and_mismatches(planted, tmp_path, synthetic):
+    vectors, split = planted
+    model = TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2}).fit(split.train)
+    model.save(tmp_path / "ckpt")
+    loaded = TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2}).load(tmp_path / "ckpt", split.train)
+    assert torch.equal(loaded.score(torch.arange(20)), model.score(torch.arange(20)))
+    with pytest.raises(ValueError, match="another config.*hidden: saved 32, here 64"):
+        TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2, "hidden": 64}).load(tmp_path / "ckpt", split.train)
+    with pytest.raises(ValueError, match="other interactions"):
+        TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2}).load(tmp_path / "ckpt", synthetic.interactions)
+    with pytest.raises(ValueError, match="other item vectors"):
+        TwoTower(vectors + 1, use_cache=False, **{**SMALL, "epochs": 2}).load(tmp_path / "ckpt", split.train)
+    with pytest.raises(FileNotFoundError, match="no two-tower checkpoint"):
+        TwoTower(vectors, use_cache=False, **SMALL).load(tmp_path / "missing", split.train)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        TwoTower(vectors, **SMALL).save(tmp_path / "x")
+
+
+def test_cache_reuses_a_trained_model(planted, empty_cache, monkeypatch):
+    vectors, split = planted
+    first = TwoTower(vectors, **{**SMALL, "epochs": 2}).fit(split.train)
+    monkeypatch.setattr(TwoTower, "_train", lambda *a, **k: pytest.fail("retrained despite the cache"))
+    second = TwoTower(vectors, **{**SMALL, "epochs": 2}).fit(split.train)
+    assert torch.equal(first.score(torch.arange(5)), second.score(torch.arange(5)))
+    assert second.log_.loss == first.log_.loss
+
+
+def test_bad_input(planted):
+    vectors, split = planted
+    model = TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 1}).fit(split.train)
+    with pytest.raises(ValueError, match="user index 500 is not in the training data"):
+        model.score([500])
+    with pytest.raises(ValueError, match="no users given"):
+        model.score([])
+    with pytest.raises(ValueError, match="item_vectors has 59 rows for 60 items"):
+        TwoTower(vectors[:59], use_cache=False, **SMALL).fit(split.train)
+    with pytest.raises(ValueError, match="item_vectors must be"):
+        TwoTower(vectors[0], **SMALL)
+    with pytest.raises(ValueError, match="objective"):
+        TwoTowerConfig(objective="mse")
+    with pytest.raises(ValueError, match="temperature"):
+        TwoTowerConfig(temperature=0)
+
+
+def test_without_refit_the_early_stopped_model_is_kept(planted):
+    vectors, split = planted
+    model = TwoTower(vectors, validation=validation_split(split), use_cache=False, **{**SMALL, "epochs": 4, "refit": False})
+    model.fit(split.train)
+    assert model.log_.validation_ndcg == model.validation_log_.validation_ndcg
+    assert model.score(torch.arange(3)).shape == (3, 60)
