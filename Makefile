@@ -25,9 +25,11 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 book: $(STAMP)
+	@mkdir -p _build
 	@for nb in $(NOTEBOOKS); do \
 		start=$$(date +%s); \
-		$(VENV)/bin/jupyter execute --inplace --timeout=1800 "$$nb" 2>/dev/null || exit 1; \
+		$(VENV)/bin/jupyter execute --inplace --timeout=1800 "$$nb" 2>_build/execute.log \
+			|| { tail -n 40 _build/execute.log; echo "$$nb failed; the log is _build/execute.log"; exit 1; }; \
 		echo "executed $$nb in $$(( $$(date +%s) - start )) s"; \
 	done
 	$(MAKE) --no-print-directory html

@@ -77,7 +77,12 @@ class ContentRecommender(Recommender):
         weighting: Literal["mean", "rating", "recency"] = "mean",
         label: str = "Content",
     ) -> None:
-        self.item_vectors, self.user_vectors, self.weighting, self.label = item_vectors, user_vectors, weighting, label
+        self.item_vectors, self.user_vectors, self.weighting, self.label = (
+            item_vectors,
+            user_vectors,
+            weighting,
+            label,
+        )
 
     @property
     def name(self) -> str:
@@ -90,7 +95,8 @@ class ContentRecommender(Recommender):
             self.users_ = aggregate_user_vectors(train, self.item_vectors, self.weighting)
         elif self.user_vectors.shape != (train.n_users, self.item_vectors.shape[1]):
             raise ValueError(
-                f"user_vectors must be ({train.n_users}, {self.item_vectors.shape[1]}), got {tuple(self.user_vectors.shape)}"
+                f"user_vectors must be ({train.n_users}, {self.item_vectors.shape[1]}), "
+                f"got {tuple(self.user_vectors.shape)}"
             )
         else:
             self.users_ = self.user_vectors

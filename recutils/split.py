@@ -65,21 +65,15 @@ class Interactions:
 
     def items_by_user(self) -> dict[int, np.ndarray]:
         """Item indices of each user who has at least one interaction."""
-        return {
-            int(u): g.to_numpy(np.int64) for u, g in self.frame.groupby("user", sort=True)["item"]
-        }
+        return {int(u): g.to_numpy(np.int64) for u, g in self.frame.groupby("user", sort=True)["item"]}
 
     def user_counts(self) -> torch.Tensor:
         """Returns: (n_users,) int64 number of interactions per user."""
-        return torch.bincount(
-            self.column("user"), minlength=self.n_users
-        )
+        return torch.bincount(self.column("user"), minlength=self.n_users)
 
     def item_counts(self) -> torch.Tensor:
         """Returns: (n_items,) int64 number of interactions per item."""
-        return torch.bincount(
-            self.column("item"), minlength=self.n_items
-        )
+        return torch.bincount(self.column("item"), minlength=self.n_items)
 
     def fingerprint(self) -> tuple[int, int, int, int, int]:
         """A cheap identity check that two objects hold the same interactions."""
@@ -124,7 +118,9 @@ def temporal_split(interactions: Interactions, test_share: int = 5) -> Split:
     is_test = position >= size - n_test
     return Split(
         protocol="P1",
-        train=Interactions(frame[~is_test].reset_index(drop=True), interactions.n_users, interactions.n_items),
+        train=Interactions(
+            frame[~is_test].reset_index(drop=True), interactions.n_users, interactions.n_items
+        ),
         test=Interactions(frame[is_test].reset_index(drop=True), interactions.n_users, interactions.n_items),
     )
 

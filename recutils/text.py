@@ -120,7 +120,10 @@ class TextEncoder:
         texts = list(texts)
         for position, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(f"texts[{position}] is {type(text).__name__} ({text!r}), not str; fill missing texts first")
+                raise TypeError(
+                    f"texts[{position}] is {type(text).__name__} ({text!r}), not str; "
+                    "fill missing texts first"
+                )
         if not texts:
             return torch.zeros(0, self.dim)
         path = cache_dir() / "embeddings" / f"{self._cache_key(texts)}.safetensors"
@@ -135,7 +138,10 @@ class TextEncoder:
         return vectors
 
     def _encode(self, texts: list[str], progress: bool) -> torch.Tensor:
-        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
+        lengths = [
+            len(ids)
+            for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        ]
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         out = torch.empty(len(texts), self.dim)
         batches = range(0, len(texts), self.batch_size)
@@ -143,7 +149,11 @@ class TextEncoder:
             for start in tqdm(batches, desc="encoding", unit="batch", disable=not progress, leave=False):
                 index = order[start : start + self.batch_size]
                 batch = self.tokenizer(
-                    [texts[i] for i in index], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                    [texts[i] for i in index],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
                 ).to(self.device)
                 pooled = mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
                 out[index] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from recutils.cache import cache_dir
+from recutils.metrics import evaluate
 from recutils.recommender import Recommender
 from recutils.split import Interactions, Split
 from recutils.text import pick_device
@@ -251,7 +252,8 @@ class TwoTower(Recommender):
         if self.label:
             return self.label
         c = self.config
-        return f"TwoTower({c.objective}, τ={c.temperature:g}{', logQ' if c.logq and c.objective == 'softmax' else ''}{', ids' if c.id_dim else ''})"
+        extras = [", logQ" if c.logq and c.objective == "softmax" else "", ", ids" if c.id_dim else ""]
+        return f"TwoTower({c.objective}, τ={c.temperature:g}{''.join(extras)})"
 
     # --- fitting -------------------------------------------------------------------------
 
@@ -267,7 +269,9 @@ class TwoTower(Recommender):
         if self.validation is not None:
             v = self.validation
             if len(v.train) + len(v.test) != len(train) or v.train.n_items != train.n_items:
-                raise ValueError("validation must be validation_split(...) of the split whose train data fit receives")
+                raise ValueError(
+                    "validation must be validation_split(...) of the split whose train data fit receives"
+                )
             net, self.validation_log_ = self._train(v.train, epochs, monitor=v)
             epochs = max(1, self.validation_log_.best_epoch)
         if self.validation is not None and not self.config.refit:
@@ -281,7 +285,9 @@ class TwoTower(Recommender):
         if self.use_cache:
             self.save(folder)
 
-    def _train(self, train: Interactions, epochs: int, monitor: Split | None) -> tuple[TwoTowerNet, TrainingLog]:
+    def _train(
+        self, train: Interactions, epochs: int, monitor: Split | None
+    ) -> tuple[TwoTowerNet, TrainingLog]:
         c = self.config
         torch.manual_seed(c.seed)
         generator = torch.Generator().manual_seed(c.seed)
@@ -314,7 +320,12 @@ class TwoTower(Recommender):
             log.validation_ndcg.append(ndcg)
             bar.set_postfix(loss=f"{log.loss[-1]:.3f}", val_ndcg=f"{ndcg:.4f}")
             if ndcg > best_ndcg:
-                best_ndcg, best_state, stale, log.best_epoch = ndcg, copy.deepcopy(net.state_dict()), 0, epoch + 1
+                best_ndcg, best_state, stale, log.best_epoch = (
+                    ndcg,
+                    copy.deepcopy(net.state_dict()),
+                    0,
+                    epoch + 1,
+                )
             else:
                 stale += 1
                 if stale >= c.patience:
@@ -342,8 +353,12 @@ class TwoTower(Recommender):
             item_h = net.item_vectors(i)
         if c.objective == "softmax":
             accidental = histories.seen[u.unsqueeze(1), i.unsqueeze(0)]
-            return in_batch_softmax_loss(user_h, item_h, c.temperature, log_q[i] if c.logq else None, accidental)
-        negatives = torch.randint(0, len(net.item_text), (len(u), c.negatives), generator=generator).to(self.device)
+            return in_batch_softmax_loss(
+                user_h, item_h, c.temperature, log_q[i] if c.logq else None, accidental
+            )
+        negatives = torch.randint(0, len(net.item_text), (len(u), c.negatives), generator=generator).to(
+            self.device
+        )
         if all_items is not None:
             negative_h = nn.functional.normalize(all_items[negatives], dim=2)
         else:
@@ -351,8 +366,6 @@ class TwoTower(Recommender):
         return sampled_bce_loss(user_h, item_h, negative_h, c.temperature)
 
     def _validation_ndcg(self, net: TwoTowerNet, split: Split) -> float:
-        from recutils.metrics import evaluate
-
         probe = _FrozenTwoTower(net, split.train, self.device)
         return float(evaluate(probe, split)["NDCG@10"].iloc[0])
 
@@ -396,7 +409,9 @@ class TwoTower(Recommender):
 
     def _load_folder(self, folder: Path, train: Interactions) -> None:
         if not (folder / "model.safetensors").is_file() or not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"no two-tower checkpoint in {folder} (model.safetensors and config.json)")
+            raise FileNotFoundError(
+                f"no two-tower checkpoint in {folder} (model.safetensors and config.json)"
+            )
         meta = json.loads((folder / "config.json").read_text())
         saved = meta["config"]
         differs = {k: (saved.get(k), v) for k, v in asdict(self.config).items() if saved.get(k) != v}
@@ -421,7 +436,9 @@ class TwoTower(Recommender):
         digest.update(repr(train.fingerprint()).encode())
         digest.update(self.item_vectors.numpy().tobytes())
         if self.validation is not None:
-            digest.update(repr((self.validation.train.fingerprint(), self.validation.test.fingerprint())).encode())
+            digest.update(
+                repr((self.validation.train.fingerprint(), self.validation.test.fingerprint())).encode()
+            )
         return digest.hexdigest()[:32]
 
     def parameter_count(self) -> int:
@@ -429,7 +446,9 @@ class TwoTower(Recommender):
         return sum(p.numel() for p in self.net_.parameters())
 
 
-def _score_with(net: TwoTowerNet, users: torch.Tensor, histories: Histories, device: torch.device) -> torch.Tensor:
+def _score_with(
+    net: TwoTowerNet, users: torch.Tensor, histories: Histories, device: torch.device
+) -> torch.Tensor:
     """(b, n_items) cosine scores, computed in batches of users."""
     out = []
     with torch.inference_mode():

@@ -1,4 +1,7 @@
-"""Small interactive explorers for the notebooks (live when run locally; the HTML shows their stored state)."""
+"""Small interactive explorers for the notebooks.
+
+They are live when a notebook runs locally; the HTML book shows their stored state.
+"""
 
 from __future__ import annotations
 
@@ -32,12 +35,18 @@ def neighbour_explorer(
     if not 0 <= initial < len(titles):
         raise ValueError(f"initial must be an item index in 0..{len(titles) - 1}, got {initial}")
     neighbours = {name: top_k_neighbours(vectors, k)[1] for name, vectors in spaces.items()}
-    picker = widgets.Dropdown(options=[(t, i) for i, t in enumerate(titles)], value=initial, description="Item")
-    panels = {name: widgets.HTML(layout=widgets.Layout(width=f"{100 // max(1, len(spaces))}%")) for name in spaces}
+    picker = widgets.Dropdown(
+        options=[(t, i) for i, t in enumerate(titles)], value=initial, description="Item"
+    )
+    panels = {
+        name: widgets.HTML(layout=widgets.Layout(width=f"{100 // max(1, len(spaces))}%")) for name in spaces
+    }
 
     def show(_change: object = None) -> None:
         for name, panel in panels.items():
-            rows = "".join(f"<li>{html.escape(titles[j])}</li>" for j in neighbours[name][picker.value].tolist())
+            rows = "".join(
+                f"<li>{html.escape(titles[j])}</li>" for j in neighbours[name][picker.value].tolist()
+            )
             panel.value = f"<b>{html.escape(name)}</b><ol>{rows}</ol>"
 
     picker.observe(show, names="value")

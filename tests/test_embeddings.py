@@ -2,7 +2,13 @@ import pandas as pd
 import pytest
 import torch
 
-from recutils.embeddings import aggregate_user_vectors, genre_matrix, item_text, readable_title, user_profile_text
+from recutils.embeddings import (
+    aggregate_user_vectors,
+    genre_matrix,
+    item_text,
+    readable_title,
+    user_profile_text,
+)
 from recutils.split import Interactions
 
 
@@ -30,7 +36,9 @@ def _toy():
 
 
 def test_user_profile_text_uses_train_likes_most_recent_first():
-    users = pd.DataFrame({"age": [24, 53, 30], "gender": ["M", "F", "X"], "occupation": ["technician", "other", "writer"]})
+    users = pd.DataFrame(
+        {"age": [24, 53, 30], "gender": ["M", "F", "X"], "occupation": ["technician", "other", "writer"]}
+    )
     items = pd.DataFrame({"title": ["Heat (1995)", "Big (1988)", "Matrix, The (1999)"]})
     texts = user_profile_text(users, items, _toy())
     assert texts[0] == "A 24-year-old man, technician. Liked: The Matrix, Heat."

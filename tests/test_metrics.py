@@ -74,7 +74,12 @@ def test_metrics_lie_in_unit_interval(case):
     k, row, extra = case
     hits = torch.tensor([row])
     n = torch.tensor([max(1, sum(row) + extra)])
-    for value in (precision_at_k(hits), recall_at_k(hits, n), ndcg_at_k(hits, n), average_precision_at_k(hits, n)):
+    for value in (
+        precision_at_k(hits),
+        recall_at_k(hits, n),
+        ndcg_at_k(hits, n),
+        average_precision_at_k(hits, n),
+    ):
         assert 0.0 <= value.item() <= 1.0 + 1e-12
 
 

@@ -64,3 +64,16 @@ def test_training_curves_mark_the_best_epoch():
     assert list(loss_ax.lines[0].get_ydata()) == [1.0, 0.5, 0.25]
     assert list(ndcg_ax.collections[0].get_offsets()[0]) == [2, 0.3]
     assert ndcg_ax.lines[-1].get_ydata()[0] == 0.25
+
+
+def test_mixing_curve_and_tradeoff():
+    from recutils.plotting import plot_mixing_curve, plot_tradeoff
+
+    curves = pd.DataFrame({"w": [0.0, 0.5, 1.0], "validation": [0.1, 0.3, 0.2], "test": [0.1, 0.2, 0.25]})
+    fig = plot_mixing_curve(curves, "w")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.lines] == ["validation", "test"]
+    assert [list(c.get_offsets()[0]) for c in ax.collections] == [[0.5, 0.3], [1.0, 0.25]]
+    table = pd.DataFrame({"ndcg": [0.2, 0.18], "diversity": [0.5, 0.6], "λ": [1.0, 0.5]})
+    fig = plot_tradeoff(table, "diversity", "ndcg", "λ")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["1.0", "0.5"]

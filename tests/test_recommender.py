@@ -49,7 +49,9 @@ def test_ties_are_broken_by_a_fixed_random_order_not_by_index():
 
 def test_clear_errors():
     model = Popularity().fit(_tiny())
-    with pytest.raises(ValueError, match=r"user index 7 is not in the training data \(4 users, indices 0..3\)"):
+    with pytest.raises(
+        ValueError, match=r"user index 7 is not in the training data \(4 users, indices 0..3\)"
+    ):
         model.score([7])
     with pytest.raises(ValueError, match="no users"):
         model.recommend([], k=1)
@@ -119,7 +121,15 @@ def test_evaluate_refuses_a_model_fitted_elsewhere(synthetic):
 def test_evaluate_table_and_per_user(synthetic):
     split = temporal_split(synthetic.interactions)
     summary, per_user = evaluate(Popularity().fit(split.train), split, k=5, per_user=True)
-    assert list(summary.columns) == ["Precision@5", "Recall@5", "NDCG@5", "HitRate@5", "MAP@5", "Coverage@5", "users"]
+    assert list(summary.columns) == [
+        "Precision@5",
+        "Recall@5",
+        "NDCG@5",
+        "HitRate@5",
+        "MAP@5",
+        "Coverage@5",
+        "users",
+    ]
     assert summary.index[0] == "Popularity"
     assert summary["users"].iloc[0] == len(per_user) == 120
     assert summary["NDCG@5"].iloc[0] == pytest.approx(per_user["NDCG@5"].mean())
@@ -157,3 +167,13 @@ def test_text_popularity_predicts_cold_items_from_their_vectors():
     assert torch.all(torch.diff(torch.tensor([i % 5 for i in cold[order].tolist()])) >= 0)
     with pytest.raises(ValueError, match="item_vectors has 3 rows"):
         TextPopularity(vectors[:3]).fit(split.train)
+
+
+def test_ranks_agree_with_recommend():
+    model = Popularity().fit(_tiny())
+    ranks = model.ranks([0, 2])
+    top = model.recommend([0, 2], k=4)
+    for row in range(2):
+        assert ranks[row, top[row]].tolist() == [1, 2, 3, 4]
+    assert sorted(ranks[0].tolist()) == list(range(1, 7))
+    assert ranks[0, 0] > 4 and ranks[0, 1] > 4  # seen items come last

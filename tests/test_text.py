@@ -4,7 +4,14 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from recutils.text import DEFAULT_SHA256, ModelNotFoundError, TextEncoder, _fingerprint, default_model_path, mean_pool
+from recutils.text import (
+    DEFAULT_SHA256,
+    ModelNotFoundError,
+    TextEncoder,
+    _fingerprint,
+    default_model_path,
+    mean_pool,
+)
 
 TEXTS = [
     "Toy Story (1995). Genres: Animation, Children's, Comedy",
@@ -80,4 +87,7 @@ def test_corrupt_default_weights_are_detected(tmp_path):
     with pytest.raises(ModelNotFoundError, match="corrupt"):
         _fingerprint(copy, expected_sha256=DEFAULT_SHA256)
     assert _fingerprint(default_model_path(), expected_sha256=DEFAULT_SHA256) == DEFAULT_SHA256
-    assert _fingerprint("sentence-transformers/all-MiniLM-L6-v2", None) == "hub:sentence-transformers/all-MiniLM-L6-v2"
+    assert (
+        _fingerprint("sentence-transformers/all-MiniLM-L6-v2", None)
+        == "hub:sentence-transformers/all-MiniLM-L6-v2"
+    )

@@ -24,7 +24,9 @@ def planted(synthetic):
     generator = torch.Generator().manual_seed(0)
     clusters = torch.tensor(synthetic.items["cluster"].to_numpy())
     vectors = torch.nn.functional.one_hot(clusters, 3).float()
-    vectors = torch.cat([vectors, torch.zeros(len(clusters), 5)], dim=1) + 0.3 * torch.randn(len(clusters), 8, generator=generator)
+    vectors = torch.cat([vectors, torch.zeros(len(clusters), 5)], dim=1) + 0.3 * torch.randn(
+        len(clusters), 8, generator=generator
+    )
     return vectors, temporal_split(synthetic.interactions)
 
 
@@ -101,21 +103,29 @@ def test_learns_the_planted_clusters(planted, synthetic, objective):
 
 def test_early_stopping_on_validation_then_refit(planted):
     vectors, split = planted
-    model = TwoTower(vectors, validation=validation_split(split), use_cache=False, **{**SMALL, "epochs": 6, "patience": 2})
+    model = TwoTower(
+        vectors, validation=validation_split(split), use_cache=False, **{**SMALL, "epochs": 6, "patience": 2}
+    )
     model.fit(split.train)
     log = model.validation_log_
     assert 1 <= log.best_epoch <= len(log.validation_ndcg) <= 6
     assert log.validation_ndcg[log.best_epoch - 1] == max(log.validation_ndcg)
     assert len(model.log_.loss) == log.best_epoch  # the refit runs for the chosen number of epochs
     with pytest.raises(ValueError, match="validation must be"):
-        TwoTower(vectors, validation=validation_split(validation_split(split)), use_cache=False, **SMALL).fit(split.train)
+        TwoTower(vectors, validation=validation_split(validation_split(split)), use_cache=False, **SMALL).fit(
+            split.train
+        )
 
 
 def test_seeded_training_is_deterministic(planted):
     vectors, split = planted
     a = TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2}).fit(split.train).score(torch.arange(10))
     b = TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2}).fit(split.train).score(torch.arange(10))
-    c = TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2, "seed": 1}).fit(split.train).score(torch.arange(10))
+    c = (
+        TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2, "seed": 1})
+        .fit(split.train)
+        .score(torch.arange(10))
+    )
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -126,9 +136,13 @@ def test_save_load_round_trip_and_mismatches(planted, tmp_path, synthetic):
     loaded = TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2}).load(tmp_path / "ckpt", split.train)
     assert torch.equal(loaded.score(torch.arange(20)), model.score(torch.arange(20)))
     with pytest.raises(ValueError, match="another config.*hidden: saved 32, here 64"):
-        TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2, "hidden": 64}).load(tmp_path / "ckpt", split.train)
+        TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2, "hidden": 64}).load(
+            tmp_path / "ckpt", split.train
+        )
     with pytest.raises(ValueError, match="other interactions"):
-        TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2}).load(tmp_path / "ckpt", synthetic.interactions)
+        TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 2}).load(
+            tmp_path / "ckpt", synthetic.interactions
+        )
     with pytest.raises(ValueError, match="other item vectors"):
         TwoTower(vectors + 1, use_cache=False, **{**SMALL, "epochs": 2}).load(tmp_path / "ckpt", split.train)
     with pytest.raises(FileNotFoundError, match="no two-tower checkpoint"):
@@ -165,7 +179,9 @@ def test_bad_input(planted):
 
 def test_without_refit_the_early_stopped_model_is_kept(planted):
     vectors, split = planted
-    model = TwoTower(vectors, validation=validation_split(split), use_cache=False, **{**SMALL, "epochs": 4, "refit": False})
+    model = TwoTower(
+        vectors, validation=validation_split(split), use_cache=False, **{**SMALL, "epochs": 4, "refit": False}
+    )
     model.fit(split.train)
     assert model.log_.validation_ndcg == model.validation_log_.validation_ndcg
     assert model.score(torch.arange(3)).shape == (3, 60)
