@@ -12,7 +12,24 @@ from recutils.similarity import association_matrix, cosine_similarity
 from recutils.split import Interactions
 
 
-class ItemKNN(Recommender):
+class _NeighbourCF(Recommender):
+    """Shared by item- and user-based CF: a co-rating association matrix over one axis."""
+
+    axis: str
+
+    def __init__(self, k: int | None = 50, shrinkage: float = 0.0) -> None:
+        self.k, self.shrinkage = k, shrinkage
+
+    @property
+    def name(self) -> str:
+        return f"{type(self).__name__}(k={self.k})"
+
+    def _fit(self, train: Interactions) -> None:
+        self.similarity_ = association_matrix(train, self.axis, k=self.k, shrinkage=self.shrinkage)
+        self.x_ = train.matrix(binary=True)
+
+
+class ItemKNN(_NeighbourCF):
     """Item-based CF: r̂(u, i) = Σ_{j ∈ history(u)} S[i, j] over i's k most co-rated neighbours.
 
     Args:
@@ -20,22 +37,13 @@ class ItemKNN(Recommender):
         shrinkage: damps similarities of item pairs with few common users.
     """
 
-    def __init__(self, k: int | None = 50, shrinkage: float = 0.0) -> None:
-        self.k, self.shrinkage = k, shrinkage
-
-    @property
-    def name(self) -> str:
-        return f"ItemKNN(k={self.k})"
-
-    def _fit(self, train: Interactions) -> None:
-        self.similarity_ = association_matrix(train, "item", k=self.k, shrinkage=self.shrinkage)
-        self.x_ = train.matrix(binary=True)
+    axis = "item"
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         return self.x_[users] @ self.similarity_.T
 
 
-class UserKNN(Recommender):
+class UserKNN(_NeighbourCF):
     """User-based CF: r̂(u, i) = Σ_v S[u, v] · x[v, i] over u's k most similar users.
 
     Args:
@@ -43,16 +51,7 @@ class UserKNN(Recommender):
         shrinkage: damps similarities of user pairs with few common items.
     """
 
-    def __init__(self, k: int | None = 50, shrinkage: float = 0.0) -> None:
-        self.k, self.shrinkage = k, shrinkage
-
-    @property
-    def name(self) -> str:
-        return f"UserKNN(k={self.k})"
-
-    def _fit(self, train: Interactions) -> None:
-        self.similarity_ = association_matrix(train, "user", k=self.k, shrinkage=self.shrinkage)
-        self.x_ = train.matrix(binary=True)
+    axis = "user"
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         return self.similarity_[users] @ self.x_

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from recutils.metrics import evaluate
-from recutils.recommender import Recommender, UserIndices
+from recutils.recommender import Recommender, UserIndices, require_fitted_on
 from recutils.similarity import association_matrix, cosine_similarity
 from recutils.split import Interactions, Split
 
@@ -95,8 +95,7 @@ class _Combiner(Recommender):
 
     def _fit(self, train: Interactions) -> None:
         for model in self.models:
-            if not hasattr(model, "train_") or model.train_.fingerprint() != train.fingerprint():
-                raise ValueError(f"{model.name} is not fitted on this train data; fit every model on it first")
+            require_fitted_on(model, train)
 
     def _active(self) -> list[tuple[Recommender, float]]:
         return [(m, w) for m, w in zip(self.models, self.weights, strict=True) if w > 0]
@@ -132,10 +131,17 @@ class ScoreFusion(_Combiner):
         if method not in ("combsum", "combmnz", "mixture"):
             raise ValueError(f"method must be 'combsum', 'combmnz' or 'mixture', got {method!r}")
         super().__init__(models, weights, label or f"{method}({', '.join(m.name for m in models)})")
-        temperatures = [temperature] * len(self.models) if isinstance(temperature, int | float) else temperature
+        temperatures = (
+            [temperature] * len(self.models) if isinstance(temperature, int | float) else temperature
+        )
         if len(temperatures) != len(self.models):
             raise ValueError(f"{len(self.models)} models but {len(temperatures)} temperatures")
-        self.method, self.normalisation, self.temperatures, self.depth = method, normalisation, temperatures, depth
+        self.method, self.normalisation, self.temperatures, self.depth = (
+            method,
+            normalisation,
+            temperatures,
+            depth,
+        )
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         seen = self.seen_[users]
@@ -158,7 +164,9 @@ class ScoreFusion(_Combiner):
         for model, weight, tau in zip(self.models, self.weights, self.temperatures, strict=True):
             if weight > 0:
                 z = normalise_scores(model.score(users), "zscore", seen)
-                terms.append(torch.log_softmax((z / tau).masked_fill(seen, float("-inf")), dim=1) + math.log(weight))
+                terms.append(
+                    torch.log_softmax((z / tau).masked_fill(seen, float("-inf")), dim=1) + math.log(weight)
+                )
         log_mixture = torch.logsumexp(torch.stack(terms), dim=0)
         # Seen items get a finite floor so that downstream arithmetic stays finite.
         return torch.nan_to_num(log_mixture, neginf=-1e9).masked_fill(seen, -1e9)
@@ -268,7 +276,9 @@ class MatrixCombination(Recommender):
             seen = self.seen_[chunk]
             for name, (side, matrix) in self.terms_.items():
                 product = self.r_[chunk] @ matrix if side == "right" else matrix[chunk] @ self.r_
-                out[start : start + len(chunk)] += self.weights[name] * normalise_scores(product, "minmax", seen)
+                out[start : start + len(chunk)] += self.weights[name] * normalise_scores(
+                    product, "minmax", seen
+                )
         return out
 
 
@@ -298,8 +308,7 @@ class MMRReranker(Recommender):
         return f"MMR(λ={self.lambda_:g}, {self.base.name})"
 
     def _fit(self, train: Interactions) -> None:
-        if not hasattr(self.base, "train_") or self.base.train_.fingerprint() != train.fingerprint():
-            raise ValueError(f"{self.base.name} is not fitted on this train data; fit it first")
+        require_fitted_on(self.base, train)
         self.unit_ = torch.nn.functional.normalize(self.item_vectors.float(), dim=1)
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:

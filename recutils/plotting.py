@@ -167,6 +167,8 @@ def plot_tradeoff(table: pd.DataFrame, x: str, y: str, label: str) -> Figure:
     fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
     ax.plot(table[x], table[y], marker="o")
     for _, row in table.iterrows():
-        ax.annotate(str(row[label]), (row[x], row[y]), xytext=(4, 4), textcoords="offset points", fontsize="small")
+        ax.annotate(
+            str(row[label]), (row[x], row[y]), xytext=(4, 4), textcoords="offset points", fontsize="small"
+        )
     ax.set(xlabel=x, ylabel=y)
     return fig

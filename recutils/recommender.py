@@ -154,3 +154,9 @@ class Recommender(ABC):
                     "scores users from their history; use a model that needs none (Popularity) for cold users"
                 )
         return users
+
+
+def require_fitted_on(model: Recommender, train: Interactions) -> None:
+    """Raise unless ``model`` was fitted on exactly these interactions (for models built on models)."""
+    if not hasattr(model, "train_") or model.train_.fingerprint() != train.fingerprint():
+        raise ValueError(f"{model.name} is not fitted on this train data; fit every model on it first")

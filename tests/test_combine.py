@@ -53,8 +53,15 @@ def test_normalisations():
     assert minmax[0].tolist() == [0.0, 1.0, 0.5, 0.0]
     assert minmax[1].tolist() == [0.0] * 4  # a constant row has no spread
     z = normalise_scores(scores, "zscore", mask)[0, :3]
-    assert z.mean().item() == pytest.approx(0.0, abs=1e-6) and z.std(unbiased=False).item() == pytest.approx(1.0)
-    assert normalise_scores(scores, "rank", mask)[0].tolist() == [pytest.approx(1 / 3), 1.0, pytest.approx(2 / 3), 0.0]
+    assert z.mean().item() == pytest.approx(0.0, abs=1e-6) and z.std(unbiased=False).item() == pytest.approx(
+        1.0
+    )
+    assert normalise_scores(scores, "rank", mask)[0].tolist() == [
+        pytest.approx(1 / 3),
+        1.0,
+        pytest.approx(2 / 3),
+        0.0,
+    ]
     soft = normalise_scores(scores, "softmax", mask)
     assert soft[0, 3] == 0 and soft[0].sum().item() == pytest.approx(1.0)
     expected = torch.softmax(torch.tensor([1.0, 3.0, 2.0]), 0)
@@ -166,7 +173,9 @@ def test_mmr_trades_relevance_for_diversity(synthetic):
     plain = MMRReranker(base, clusters, lambda_=1.0, pool=20).fit(split.train)
     assert torch.equal(plain.recommend(users, k=5), base.recommend(users, k=5))
     diverse = MMRReranker(base, clusters, lambda_=0.3, pool=20).fit(split.train).recommend(users, k=5)
-    assert intra_list_diversity(diverse, clusters) > intra_list_diversity(base.recommend(users, k=5), clusters)
+    assert intra_list_diversity(diverse, clusters) > intra_list_diversity(
+        base.recommend(users, k=5), clusters
+    )
     with pytest.raises(ValueError, match="re-ranking pool"):
         plain.recommend(users, k=30)
     with pytest.raises(ValueError, match="lambda_"):
@@ -198,8 +207,12 @@ def test_mixture_is_the_log_of_a_weighted_probability_mixture():
     a, b = _model(SCORES_A), _model(SCORES_B)
     fused = ScoreFusion([a, b], [0.25, 0.75], method="mixture", temperature=[0.5, 2.0]).fit(a.train_)
     seen = a.seen_[[0, 1]]
-    expected = 0.25 * normalise_scores(normalise_scores(a.score([0, 1]), "zscore", seen) / 0.5, "softmax", seen)
-    expected += 0.75 * normalise_scores(normalise_scores(b.score([0, 1]), "zscore", seen) / 2.0, "softmax", seen)
+    expected = 0.25 * normalise_scores(
+        normalise_scores(a.score([0, 1]), "zscore", seen) / 0.5, "softmax", seen
+    )
+    expected += 0.75 * normalise_scores(
+        normalise_scores(b.score([0, 1]), "zscore", seen) / 2.0, "softmax", seen
+    )
     got = fused.score([0, 1])
     assert torch.allclose(torch.exp(got)[~seen], expected[~seen], atol=1e-6)
     assert (got[seen] == -1e9).all()
