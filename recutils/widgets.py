@@ -81,15 +81,20 @@ def fusion_explorer(
     for model in models:
         require_fitted_on(model, split.train)
     weights = [
-        widgets.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05, description=model.name[:18]) for model in models
+        widgets.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05, description=model.name[:18])
+        for model in models
     ]
     method = widgets.ToggleButtons(options=["combsum", "mixture"], description="method")
-    temperature = widgets.FloatLogSlider(value=1.0, base=10, min=-1, max=1, step=0.1, description="τ (mixture)")
+    temperature = widgets.FloatLogSlider(
+        value=1.0, base=10, min=-1, max=1, step=0.1, description="τ (mixture)"
+    )
     user = widgets.Dropdown(options=sorted(relevant), description="user")
     panel = widgets.HTML()
 
     def ndcg(values: list[float], who: int) -> tuple[torch.Tensor, float]:
-        fusion = ScoreFusion(models, values, method=method.value, temperature=temperature.value).fit(split.train)
+        fusion = ScoreFusion(models, values, method=method.value, temperature=temperature.value).fit(
+            split.train
+        )
         top = fusion.recommend([who], k)
         hits = hits_at_k(top, [relevant[who]])
         return top[0], float(ndcg_at_k(hits, torch.tensor([len(relevant[who])]))[0])
