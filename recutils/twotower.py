@@ -34,7 +34,7 @@ from recutils.split import Interactions, Split
 from recutils.text import pick_device
 
 # Bump when training or architecture code changes, so cached models are retrained.
-MODEL_VERSION = "twotower-v1"
+MODEL_VERSION = "twotower-v2"
 
 
 @dataclass(frozen=True)
@@ -286,6 +286,19 @@ class TwoTower(Recommender):
             self.save(folder)
 
     def _train(
+        self, train: Interactions, epochs: int, monitor: Split | None
+    ) -> tuple[TwoTowerNet, TrainingLog]:
+        # Multithreaded CPU kernels (the backward of gathers) add in varying order, so two
+        # runs with one seed would differ in the last bits and drift apart; the notebooks'
+        # checked numbers need bit-for-bit repeatable training.
+        previous = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            return self._train_loop(train, epochs, monitor)
+        finally:
+            torch.use_deterministic_algorithms(previous)
+
+    def _train_loop(
         self, train: Interactions, epochs: int, monitor: Split | None
     ) -> tuple[TwoTowerNet, TrainingLog]:
         c = self.config

@@ -185,3 +185,10 @@ def test_without_refit_the_early_stopped_model_is_kept(planted):
     model.fit(split.train)
     assert model.log_.validation_ndcg == model.validation_log_.validation_ndcg
     assert model.score(torch.arange(3)).shape == (3, 60)
+
+
+def test_training_leaves_the_global_determinism_setting_as_it_was(planted):
+    vectors, split = planted
+    assert not torch.are_deterministic_algorithms_enabled()
+    TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 1}).fit(split.train)
+    assert not torch.are_deterministic_algorithms_enabled()
