@@ -138,7 +138,7 @@ def plot_training_curves(logs: dict[str, object], reference: dict[str, float] | 
     for name, value in (reference or {}).items():
         ndcg_ax.axhline(value, color="grey", linestyle="--", linewidth=1)
         ndcg_ax.annotate(
-            name, (1, value), xytext=(2, 3), textcoords="offset points", color="grey", fontsize="small"
+            name, (1, value), xytext=(2, -11), textcoords="offset points", color="grey", fontsize="small"
         )
     loss_ax.set(title="training loss (relative to epoch 1)", xlabel="epoch")
     ndcg_ax.set(title="validation NDCG@10 (dot: early-stopping choice)", xlabel="epoch")
