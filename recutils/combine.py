@@ -46,9 +46,9 @@ def normalise_scores(
         raise ValueError("scores contain NaN")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    keep = torch.ones_like(scores, dtype=torch.bool) if mask is None else ~mask
     if mask is not None and mask.shape != scores.shape:
         raise ValueError(f"mask has shape {tuple(mask.shape)}, scores {tuple(scores.shape)}")
+    keep = torch.ones_like(scores, dtype=torch.bool) if mask is None else ~mask
     s = scores.float()
     if method == "softmax":
         logits = (s / temperature).masked_fill(~keep, float("-inf"))
