@@ -10,7 +10,7 @@ NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: book test unit notebooks html venv clean
+.PHONY: book test unit notebooks html browser venv vendor clean
 
 venv: $(STAMP)
 
@@ -35,16 +35,41 @@ book: $(STAMP)
 	$(MAKE) --no-print-directory html
 	@echo "The book is in _build/html: open $(CURDIR)/_build/html/index.html"
 
-html: $(STAMP)
+# MathJax, require.js and the widget manager are served from the book itself, so the HTML
+# works with no network. They are fetched from the npm registry at build time (pinned),
+# into _vendor/, which _config.yml serves through html_static_path; nothing is committed.
+VENDOR := _vendor
+VENDOR_STAMP := $(VENDOR)/.fetched
+NPM_PACKAGES := mathjax@3.2.2 requirejs@2.3.7 @jupyter-widgets/html-manager@1.0.6
+
+vendor: $(VENDOR_STAMP)
+
+$(VENDOR_STAMP): Makefile
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/tgz
+	cd $(VENDOR)/tgz && npm pack --silent $(NPM_PACKAGES) >/dev/null
+	mkdir -p $(VENDOR)/mathjax $(VENDOR)/html-manager
+	tar xzf $(VENDOR)/tgz/mathjax-3.2.2.tgz -C $(VENDOR)/mathjax --strip-components=1 package/es5
+	tar xzf $(VENDOR)/tgz/requirejs-2.3.7.tgz -C $(VENDOR) --strip-components=1 package/require.js
+	tar xzf $(VENDOR)/tgz/jupyter-widgets-html-manager-1.0.6.tgz -C $(VENDOR)/html-manager --exclude='*.map' \
+		--strip-components=1 package/dist
+	rm -rf $(VENDOR)/tgz
+	touch $@
+
+html: $(STAMP) $(VENDOR_STAMP)
 	$(JB) build . --all -n -W --keep-going
 
 unit: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --ignore=tests/browser
+
+# The built book in headless Chromium, from disk with no network; screenshots go to
+# _build/screenshots. Run after `html` (as `test` does).
+browser: $(STAMP)
+	$(PY) -m pytest -rs tests/browser
 
 notebooks: $(STAMP)
 	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
 
-test: unit notebooks html
+test: unit notebooks html browser
 
 clean:
 	rm -rf _build

@@ -82,6 +82,8 @@ class ContentRecommender(Recommender):
             weighting,
             label,
         )
+        # Given user vectors (a profile or a query) score users who have no history.
+        self.needs_history = user_vectors is None
 
     @property
     def name(self) -> str:

@@ -1,9 +1,11 @@
-"""Interaction containers and the book's two evaluation protocols.
+"""Interaction containers and the book's evaluation protocols.
 
 P1, warm top-N: per user, sort interactions by (timestamp, item); the last
 ceil(n/5) are test, the rest train. P2, cold-start items: 20% of items
 (seed 0) are cold; all their interactions are test, the rest train, and only
-cold items are ranked.
+cold items are ranked. P3, cold-start users: 20% of users (seed 0) are new; all
+their interactions are test, and models must score them without a history (from
+their own vectors, e.g. a query or a profile).
 """
 
 from __future__ import annotations
@@ -91,13 +93,13 @@ class Split:
     """A train/test split and the items a model may rank.
 
     Attributes:
-        protocol: "P1" (warm top-N) or "P2" (cold-start items).
+        protocol: "P1" (warm top-N), "P2" (cold-start items) or "P3" (cold-start users).
         train: what models are fitted on.
         test: held-out interactions; each user's test items are the relevant set.
         candidates: (n_items,) bool, the rankable items; None means every item.
     """
 
-    protocol: Literal["P1", "P2"]
+    protocol: Literal["P1", "P2", "P3"]
     train: Interactions
     test: Interactions
     candidates: torch.Tensor | None = None
@@ -156,9 +158,31 @@ def cold_item_split(
     )
 
 
+def cold_user_split(interactions: Interactions, cold_fraction: float = 0.2, seed: int = 0) -> Split:
+    """P3: a random ``cold_fraction`` of the users (among those with interactions) is new;
+    all their interactions are test, and every item may be ranked."""
+    if not 0 < cold_fraction < 1:
+        raise ValueError(f"cold_fraction must lie strictly between 0 and 1, got {cold_fraction}")
+    active = torch.nonzero(interactions.user_counts() > 0).squeeze(1)
+    generator = torch.Generator().manual_seed(seed)
+    n_cold = math.ceil(cold_fraction * len(active))
+    cold = torch.zeros(interactions.n_users, dtype=torch.bool)
+    cold[active[torch.randperm(len(active), generator=generator)[:n_cold]]] = True
+    frame = interactions.frame
+    is_test = cold.numpy()[frame["user"].to_numpy(np.int64)]
+    n_users, n_items = interactions.n_users, interactions.n_items
+    return Split(
+        protocol="P3",
+        train=Interactions(frame[~is_test].reset_index(drop=True), n_users, n_items),
+        test=Interactions(frame[is_test].reset_index(drop=True), n_users, n_items),
+    )
+
+
 def validation_split(split: Split, seed: int = 1) -> Split:
     """The same protocol applied to ``split.train``: tune on this, never on test."""
     if split.protocol == "P1":
         return temporal_split(split.train)
+    if split.protocol == "P3":
+        return cold_user_split(split.train, seed=seed)
     warm = split.train.item_counts() > 0
     return cold_item_split(split.train, seed=seed, pool=warm)

@@ -46,7 +46,7 @@ class TwoTowerConfig:
     depth: int = 2
     dropout: float = 0.1
     id_dim: int = 0
-    user_input: Literal["text", "history"] = "history"
+    user_input: Literal["text", "history", "query"] = "history"
     objective: Literal["softmax", "bce"] = "softmax"
     temperature: float = 0.05
     logq: bool = True
@@ -60,8 +60,8 @@ class TwoTowerConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.user_input not in ("text", "history"):
-            raise ValueError(f"user_input must be 'text' or 'history', got {self.user_input!r}")
+        if self.user_input not in ("text", "history", "query"):
+            raise ValueError(f"user_input must be 'text', 'history' or 'query', got {self.user_input!r}")
         if self.objective not in ("softmax", "bce"):
             raise ValueError(f"objective must be 'softmax' or 'bce', got {self.objective!r}")
         for name in ("hidden", "out_dim", "depth", "negatives", "batch_size", "epochs", "patience"):
@@ -102,18 +102,29 @@ class TwoTowerNet(nn.Module):
         item_text: (n_items, text_dim) frozen BERT item vectors.
         n_users: number of users (for optional user id embeddings).
         config: sizes and the kind of user input.
+        user_text: (n_users, text_dim) frozen user (query) vectors, for ``user_input="query"``.
     """
 
-    def __init__(self, item_text: torch.Tensor, n_users: int, config: TwoTowerConfig) -> None:
+    def __init__(
+        self,
+        item_text: torch.Tensor,
+        n_users: int,
+        config: TwoTowerConfig,
+        user_text: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         n_items, text_dim = item_text.shape
         self.register_buffer("item_text", item_text.float().clone())
+        if config.user_input == "query":
+            if user_text is None or user_text.shape != (n_users, text_dim):
+                raise ValueError(f"user_input='query' needs user_text of shape ({n_users}, {text_dim})")
+            self.register_buffer("user_text", user_text.float().clone())
         id_dim = config.id_dim
         self.item_ids = nn.Embedding(n_items, id_dim) if id_dim else None
         self.user_ids = nn.Embedding(n_users, id_dim) if id_dim else None
         self.item_tower = mlp(text_dim + id_dim, config.hidden, config.out_dim, config.depth, config.dropout)
-        user_in = text_dim if config.user_input == "text" else config.out_dim
+        user_in = text_dim if config.user_input in ("text", "query") else config.out_dim
         self.user_tower = mlp(user_in + id_dim, config.hidden, config.out_dim, config.depth, config.dropout)
         for module in (self.item_ids, self.user_ids):
             if module is not None:
@@ -135,7 +146,8 @@ class TwoTowerNet(nn.Module):
         leave_out: torch.Tensor | None = None,
         all_items: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """User-tower outputs u_h from the mean of the history's item representations.
+        """User-tower outputs u_h: from the user's own vector (``user_input="query"``), or
+        from the mean of the history's item representations.
 
         Args:
             users: (b,) user indices.
@@ -144,6 +156,11 @@ class TwoTowerNet(nn.Module):
             all_items: precomputed item-tower outputs (unnormalised), to share work.
         Returns: (b, out_dim) unit-length vectors.
         """
+        if self.config.user_input == "query":
+            x = self.user_text[users]
+            if self.user_ids is not None:
+                x = torch.cat([x, self.user_ids(users)], dim=1)
+            return nn.functional.normalize(self.user_tower(x), dim=1)
         if self.config.user_input == "text":
             per_item = self.item_text
         else:
@@ -228,6 +245,9 @@ class TwoTower(Recommender):
         device: default CUDA when present, else CPU.
         use_cache: reuse a model trained earlier on identical inputs (``{cache}/twotower``).
         label: the name shown in result tables.
+        user_vectors: (n_users, text_dim) frozen vectors of the users themselves (e.g. an
+            encoded search query); with these the user tower reads them instead of a
+            history (``user_input="query"``, set automatically), so users need no history.
     """
 
     def __init__(
@@ -238,12 +258,23 @@ class TwoTower(Recommender):
         device: str | torch.device | None = None,
         use_cache: bool = True,
         label: str | None = None,
+        user_vectors: torch.Tensor | None = None,
         **overrides: object,
     ) -> None:
         if item_vectors.ndim != 2:
             raise ValueError(f"item_vectors must be (n_items, dim), got shape {tuple(item_vectors.shape)}")
         self.item_vectors = item_vectors.float()
+        if user_vectors is not None:
+            if user_vectors.ndim != 2 or user_vectors.shape[1] != item_vectors.shape[1]:
+                raise ValueError(
+                    f"user_vectors must be (n_users, {item_vectors.shape[1]}), got {tuple(user_vectors.shape)}"
+                )
+            overrides = {**overrides, "user_input": "query"}
+        self.user_vectors = None if user_vectors is None else user_vectors.float()
         self.config = TwoTowerConfig(**{**asdict(config or TwoTowerConfig()), **overrides})
+        if self.config.user_input == "query" and self.user_vectors is None:
+            raise ValueError("user_input='query' needs user_vectors")
+        self.needs_history = self.config.user_input != "query"
         self.validation, self.device, self.use_cache = validation, pick_device(device), use_cache
         self.label = label
 
@@ -260,6 +291,8 @@ class TwoTower(Recommender):
     def _fit(self, train: Interactions) -> None:
         if len(self.item_vectors) != train.n_items:
             raise ValueError(f"item_vectors has {len(self.item_vectors)} rows for {train.n_items} items")
+        if self.user_vectors is not None and len(self.user_vectors) != train.n_users:
+            raise ValueError(f"user_vectors has {len(self.user_vectors)} rows for {train.n_users} users")
         folder = cache_dir() / "twotower" / self._cache_key(train)
         if self.use_cache and (folder / "model.safetensors").is_file():
             self._load_folder(folder, train)
@@ -304,7 +337,7 @@ class TwoTower(Recommender):
         c = self.config
         torch.manual_seed(c.seed)
         generator = torch.Generator().manual_seed(c.seed)
-        net = TwoTowerNet(self.item_vectors, train.n_users, c).to(self.device)
+        net = TwoTowerNet(self.item_vectors, train.n_users, c, self.user_vectors).to(self.device)
         optimiser = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         histories = Histories(train, self.device)
         users, items = train.column("user"), train.column("item")
@@ -436,7 +469,9 @@ class TwoTower(Recommender):
         state = load_file(folder / "model.safetensors")
         if not torch.equal(state["item_text"], self.item_vectors):
             raise ValueError(f"checkpoint {folder} was trained on other item vectors than the ones given")
-        net = TwoTowerNet(self.item_vectors, train.n_users, self.config)
+        if self.user_vectors is not None and not torch.equal(state["user_text"], self.user_vectors):
+            raise ValueError(f"checkpoint {folder} was trained on other user vectors than the ones given")
+        net = TwoTowerNet(self.item_vectors, train.n_users, self.config, self.user_vectors)
         net.load_state_dict(state)
         self.net_ = net.to(self.device).eval()
         self.log_ = TrainingLog(**meta["log"])
@@ -448,6 +483,8 @@ class TwoTower(Recommender):
         digest.update(json.dumps(asdict(self.config), sort_keys=True).encode())
         digest.update(repr(train.fingerprint()).encode())
         digest.update(self.item_vectors.numpy().tobytes())
+        if self.user_vectors is not None:
+            digest.update(self.user_vectors.numpy().tobytes())
         if self.validation is not None:
             digest.update(
                 repr((self.validation.train.fingerprint(), self.validation.test.fingerprint())).encode()
@@ -478,6 +515,7 @@ class _FrozenTwoTower(Recommender):
 
     def __init__(self, net: TwoTowerNet, train: Interactions, device: torch.device) -> None:
         self.net, self.device = net, device
+        self.needs_history = net.config.user_input != "query"
         self.fit(train)
 
     def _fit(self, train: Interactions) -> None:

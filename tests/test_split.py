@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recutils.split import Interactions, cold_item_split, temporal_split, validation_split
+from recutils.split import Interactions, cold_item_split, cold_user_split, temporal_split, validation_split
 
 
 def _interactions(rows, n_users=3, n_items=10):
@@ -77,3 +77,20 @@ def test_matrix_and_counts():
     assert inter.matrix(binary=False)[2].tolist() == [0, 5, 0, 2]
     assert inter.user_counts().tolist() == [1, 0, 2] and inter.item_counts().tolist() == [0, 2, 0, 1]
     assert {u: sorted(v) for u, v in inter.items_by_user().items()} == {0: [1], 2: [1, 3]}
+
+
+def test_cold_user_split_holds_out_whole_users(movielens):
+    split = cold_user_split(movielens.interactions)
+    train_users = set(split.train.frame["user"])
+    test_users = set(split.test.frame["user"])
+    assert not train_users & test_users
+    assert len(test_users) == math.ceil(0.2 * 943)
+    assert len(split.train) + len(split.test) == len(movielens.interactions)
+    assert split.candidates is None
+    again = cold_user_split(movielens.interactions)
+    assert test_users == set(again.test.frame["user"])
+    inner = validation_split(split)
+    assert inner.protocol == "P3" and not set(inner.test.frame["user"]) & test_users
+    assert len(inner.train) + len(inner.test) == len(split.train)
+    with pytest.raises(ValueError, match="cold_fraction"):
+        cold_user_split(movielens.interactions, cold_fraction=1.0)

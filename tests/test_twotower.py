@@ -192,3 +192,31 @@ def test_training_leaves_the_global_determinism_setting_as_it_was(planted):
     assert not torch.are_deterministic_algorithms_enabled()
     TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 1}).fit(split.train)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_query_tower_ranks_for_users_without_history(planted, synthetic):
+    """Users given as vectors (queries): held-out users with no train history are
+    matched to their planted cluster, and a validation split drives early stopping."""
+    from recutils.split import cold_user_split
+
+    item_vectors, _ = planted
+    generator = torch.Generator().manual_seed(1)
+    user_clusters = torch.tensor(synthetic.users["cluster"].to_numpy())
+    queries = torch.nn.functional.one_hot(user_clusters, 3).float()
+    queries = torch.cat([queries, torch.zeros(len(queries), 5)], dim=1) + 0.3 * torch.randn(
+        len(queries), 8, generator=generator
+    )
+    split = cold_user_split(synthetic.interactions, cold_fraction=0.25)
+    model = TwoTower(item_vectors, user_vectors=queries, validation=validation_split(split), use_cache=False, **SMALL)
+    assert model.config.user_input == "query" and not model.needs_history
+    model.fit(split.train)
+    cold_users = sorted(set(split.test.items_by_user()) - set(split.train.items_by_user()))
+    assert len(cold_users) > 10
+    top = model.recommend(torch.tensor(cold_users), k=5)
+    item_cluster = torch.tensor(synthetic.items["cluster"].to_numpy())
+    agreement = (item_cluster[top] == user_clusters[cold_users].unsqueeze(1)).float().mean().item()
+    assert agreement > 0.8  # chance is 1/3
+    with pytest.raises(ValueError, match="user_vectors"):
+        TwoTower(item_vectors, user_input="query")
+    with pytest.raises(ValueError, match="user_vectors must be"):
+        TwoTower(item_vectors, user_vectors=torch.zeros(3, 4))
