@@ -67,6 +67,7 @@ class ContentRecommender(Recommender):
             train items' vectors.
         weighting: how the default user vectors weight the history
             ("mean", "rating" or "recency"; see :func:`aggregate_user_vectors`).
+        half_life_days: the half-life of "recency" weighting.
     """
 
     def __init__(
@@ -75,7 +76,9 @@ class ContentRecommender(Recommender):
         user_vectors: torch.Tensor | None = None,
         weighting: Literal["mean", "rating", "recency"] = "mean",
         label: str = "Content",
+        half_life_days: float = 30.0,
     ) -> None:
+        self.half_life_days = half_life_days
         self.item_vectors, self.user_vectors, self.weighting, self.label = (
             item_vectors,
             user_vectors,
@@ -93,7 +96,9 @@ class ContentRecommender(Recommender):
         if len(self.item_vectors) != train.n_items:
             raise ValueError(f"item_vectors has {len(self.item_vectors)} rows for {train.n_items} items")
         if self.user_vectors is None:
-            self.users_ = aggregate_user_vectors(train, self.item_vectors, self.weighting)
+            self.users_ = aggregate_user_vectors(
+                train, self.item_vectors, self.weighting, half_life_days=self.half_life_days
+            )
         elif self.user_vectors.shape != (train.n_users, self.item_vectors.shape[1]):
             raise ValueError(
                 f"user_vectors must be ({train.n_users}, {self.item_vectors.shape[1]}), "

@@ -367,13 +367,36 @@ def make_synthetic(
     for item in range(n_items):
         first, second = rng.choice(TOPICS[topics[item_cluster[item]]], 2, replace=False)
         titles.append(f"The {first} and the {second}")
+    return simulated_ratings(frame, titles, item_cluster, user_cluster, topics, rng, f"synthetic(seed={seed})")
+
+
+def simulated_ratings(
+    frame: pd.DataFrame,
+    titles: list[str],
+    item_topic: np.ndarray,
+    user_topic: np.ndarray,
+    topics: list[str],
+    rng: np.random.Generator,
+    source: str,
+    year: int | None = None,
+) -> RatingsData:
+    """Wrap simulated interactions in MovieLens-shaped tables.
+
+    Items get their title, a year (``year`` for all, or random in 1980–1999 when
+    None; it appears in item texts), their topic as the only genre and a
+    ``cluster`` column (the topic index); users get random demographics and a
+    ``cluster`` column (their planted taste): the truth that tests check against.
+    """
+    n_items, n_users = len(titles), len(user_topic)
     items = pd.DataFrame(
         {
             "item_id": np.arange(1, n_items + 1),
             "title": titles,
-            "year": pd.array(rng.integers(1980, 2000, n_items), dtype="Int64"),
-            "genres": [[topics[c]] for c in item_cluster],
-            "cluster": item_cluster,
+            "year": pd.array(
+                rng.integers(1980, 2000, n_items) if year is None else np.full(n_items, year), dtype="Int64"
+            ),
+            "genres": [[topics[c]] for c in item_topic],
+            "cluster": item_topic,
         }
     )
     users = pd.DataFrame(
@@ -383,8 +406,8 @@ def make_synthetic(
             "gender": rng.choice(["F", "M"], n_users),
             "occupation": "other",
             "zip_code": "00000",
-            "cluster": user_cluster,
+            "cluster": user_topic,
         }
     )
     items.index.name, users.index.name = "item", "user"
-    return RatingsData(Interactions(frame, n_users, n_items), items, users, source=f"synthetic(seed={seed})")
+    return RatingsData(Interactions(frame, n_users, n_items), items, users, source=source)

@@ -146,18 +146,20 @@ def plot_training_curves(logs: dict[str, object], reference: dict[str, float] | 
     return fig
 
 
-def plot_mixing_curve(curves: pd.DataFrame, x: str, metric: str = "NDCG@10") -> Figure:
-    """A metric against a mixing weight, one line per column group (e.g. validation and test).
+def plot_mixing_curve(curves: pd.DataFrame, x: str, metric: str = "NDCG@10", log_x: bool = False) -> Figure:
+    """A metric against a setting (a mixing weight, a half-life), one line per column
+    (e.g. validation and test), each line's best point circled.
 
     Args:
-        curves: one row per weight, with column ``x`` and one column per line to draw.
+        curves: one row per setting, with column ``x`` and one column per line to draw.
+        log_x: a logarithmic x axis.
     """
     fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
     for column in curves.columns.drop(x):
         ax.plot(curves[x], curves[column], marker="o", label=column)
         best = curves.loc[curves[column].idxmax()]
         ax.scatter([best[x]], [best[column]], s=80, facecolors="none", edgecolors="black", zorder=3)
-    ax.set(xlabel=x, ylabel=metric)
+    ax.set(xlabel=x, ylabel=metric, xscale="log" if log_x else "linear")
     ax.legend(frameon=False)
     return fig
 

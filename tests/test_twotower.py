@@ -207,7 +207,9 @@ def test_query_tower_ranks_for_users_without_history(planted, synthetic):
         len(queries), 8, generator=generator
     )
     split = cold_user_split(synthetic.interactions, cold_fraction=0.25)
-    model = TwoTower(item_vectors, user_vectors=queries, validation=validation_split(split), use_cache=False, **SMALL)
+    model = TwoTower(
+        item_vectors, user_vectors=queries, validation=validation_split(split), use_cache=False, **SMALL
+    )
     assert model.config.user_input == "query" and not model.needs_history
     model.fit(split.train)
     cold_users = sorted(set(split.test.items_by_user()) - set(split.train.items_by_user()))

@@ -38,7 +38,7 @@ def execution_window(notebook: dict) -> tuple[datetime, datetime] | None:
 
 
 def _parse(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return datetime.fromisoformat(stamp)
 
 
 def footer_text(notebook: dict, versions: dict[str, str]) -> str | None:

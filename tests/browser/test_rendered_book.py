@@ -108,9 +108,7 @@ def pages(browser):
     def open_page(name: str) -> LoadedPage:
         if name not in opened:
             opened[name] = LoadedPage(browser, name)
-            opened[name].page.screenshot(
-                path=str(SCREENSHOTS / f"{Path(name).name}.png"), full_page=True
-            )
+            opened[name].page.screenshot(path=str(SCREENSHOTS / f"{Path(name).name}.png"), full_page=True)
         return opened[name]
 
     yield open_page

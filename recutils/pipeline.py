@@ -1,0 +1,253 @@
+"""The article's six steps as one pipeline, configured per dataset.
+
+1. behaviour data → interactions and a split (P1, P2 or P3);
+2. item attributes → one text per item (and optionally one per user);
+3. a BERT encoder → item (and user) vectors;
+4.–5. similarity models and two-tower models, each built from those vectors;
+6. combination: CombSUM with weights tuned on a validation split.
+
+A case study is then a :class:`DatasetDescription` and a :class:`Pipeline`; the
+models are given as builders (functions of a :class:`Stage`), because every model is
+fitted twice: once on the validation split's train part to tune the combination, and
+once on the full train part for the test numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from recutils.baselines import EASE, Popularity
+from recutils.cf import ContentRecommender, ItemKNN
+from recutils.combine import ScoreFusion, tune_weights
+from recutils.metrics import evaluate
+from recutils.recommender import Recommender
+from recutils.split import (
+    Interactions,
+    Split,
+    cold_item_split,
+    cold_user_split,
+    temporal_split,
+    validation_split,
+)
+from recutils.text import TextEncoder
+from recutils.twotower import TwoTower
+
+TextSource = str | Callable[[Interactions], list[str]]
+SPLITS: dict[str, Callable[[Interactions], Split]] = {
+    "P1": temporal_split,
+    "P2": cold_item_split,
+    "P3": cold_user_split,
+}
+
+
+@dataclass(frozen=True)
+class DatasetDescription:
+    """Which columns of which tables are users, items, interactions and texts.
+
+    Attributes:
+        name: shown in result tables.
+        interactions: one row per interaction.
+        user, item: the id columns in ``interactions`` (``item`` also in ``items``).
+        items: one row per item; its row order fixes the item index.
+        item_text: a column of ``items``, or a function of the train interactions
+            returning one text per item index (for texts built from train data only,
+            such as a product's reviews, so that nothing from test leaks in).
+        time, rating: optional columns (default: row order, and rating 1).
+        user_text: optional function of the train interactions returning one text per
+            user index (a profile or a query); users are indexed in sorted id order.
+    """
+
+    name: str
+    interactions: pd.DataFrame
+    user: str
+    item: str
+    items: pd.DataFrame
+    item_text: TextSource
+    time: str | None = None
+    rating: str | None = None
+    user_text: Callable[[Interactions], list[str]] | None = None
+
+    def to_interactions(self) -> Interactions:
+        """Step 1: the interactions over contiguous user and item indices."""
+        for column in [self.user, self.item, self.time, self.rating]:
+            if column is not None and column not in self.interactions.columns:
+                raise ValueError(f"{self.name}: interactions have no column {column!r}")
+        if self.item not in self.items.columns:
+            raise ValueError(f"{self.name}: items have no column {self.item!r}")
+        item_ids = pd.Index(self.items[self.item])
+        if not item_ids.is_unique:
+            raise ValueError(f"{self.name}: item ids in items[{self.item!r}] are not unique")
+        frame = self.interactions
+        item_index = item_ids.get_indexer(frame[self.item])
+        if (item_index < 0).any():
+            unknown = frame[self.item][item_index < 0].iloc[0]
+            raise ValueError(f"{self.name}: interaction with item {unknown!r}, which is not in items")
+        user_index, _ = pd.factorize(frame[self.user], sort=True)
+        n = len(frame)
+        table = pd.DataFrame(
+            {
+                "user": user_index.astype(np.int64),
+                "item": item_index.astype(np.int64),
+                "rating": frame[self.rating].to_numpy(np.int64) if self.rating else np.ones(n, np.int64),
+                "timestamp": frame[self.time].to_numpy(np.int64) if self.time else np.arange(n),
+            }
+        )
+        return Interactions(table, int(user_index.max()) + 1, len(item_ids))
+
+    def texts_for_items(self, train: Interactions) -> list[str]:
+        """Step 2: one text per item index."""
+        if isinstance(self.item_text, str):
+            return [str(t) for t in self.items[self.item_text]]
+        texts = self.item_text(train)
+        if len(texts) != train.n_items:
+            raise ValueError(f"{self.name}: item_text gave {len(texts)} texts for {train.n_items} items")
+        return texts
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a model builder gets: the split to fit on and the vectors of step 3."""
+
+    split: Split
+    validation: Split
+    item_vectors: torch.Tensor
+    user_vectors: torch.Tensor | None
+
+
+ModelBuilder = Callable[[Stage], Recommender]
+
+
+@dataclass
+class PipelineResult:
+    """The fitted models and their test numbers."""
+
+    dataset: str
+    split: Split
+    validation: Split
+    stage: Stage
+    models: dict[str, Recommender]
+    combined: Recommender | None
+    weights: dict[str, float]
+    table: pd.DataFrame = field(repr=False)
+
+
+@dataclass
+class Pipeline:
+    """Steps 1–6 for one dataset.
+
+    Args:
+        models: name → builder; each builder returns an unfitted recommender.
+        protocol: "P1" (warm, temporal), "P2" (cold items) or "P3" (cold users).
+        combine: tune CombSUM weights over the models on validation (step 6).
+        weight_step: the grid step of the weights on the simplex.
+        k: the list length for evaluation.
+        encoder: the text encoder (default all-MiniLM-L6-v2, cached).
+    """
+
+    models: Mapping[str, ModelBuilder]
+    protocol: Literal["P1", "P2", "P3"] = "P1"
+    combine: bool = True
+    weight_step: float = 0.25
+    k: int = 10
+    encoder: TextEncoder | None = None
+
+    def run(self, dataset: DatasetDescription) -> PipelineResult:
+        """Run the six steps; returns the fitted models and a table of test metrics."""
+        if not self.models:
+            raise ValueError("the pipeline needs at least one model")
+        if self.protocol not in SPLITS:
+            raise ValueError(f"protocol must be one of {list(SPLITS)}, got {self.protocol!r}")
+        encoder = self.encoder or TextEncoder()
+        split = SPLITS[self.protocol](dataset.to_interactions())
+        validation = validation_split(split)
+        tuning = self._stage(dataset, encoder, validation, validation_split(validation))
+        final = self._stage(dataset, encoder, split, validation)
+        names = list(self.models)
+        fitted = self._fit_all(tuning) if self.combine and len(names) > 1 else {}
+        models = self._fit_all(final)
+        combined, weights = None, {}
+        if fitted:
+            best, _ = tune_weights(
+                lambda w: ScoreFusion(list(fitted.values()), w),
+                len(names),
+                validation,
+                step=self.weight_step,
+                metric=f"NDCG@{self.k}",
+            )
+            weights = dict(zip(names, best, strict=True))
+            combined = ScoreFusion(list(models.values()), best).fit(split.train)
+        evaluated = {**models, **({"combined (CombSUM, tuned)": combined} if combined else {})}
+        table = pd.concat([evaluate(m, split, self.k) for m in evaluated.values()])
+        table.index = pd.Index(list(evaluated), name="model")
+        return PipelineResult(dataset.name, split, validation, final, models, combined, weights, table)
+
+    def _stage(self, dataset: DatasetDescription, encoder: TextEncoder, split: Split, inner: Split) -> Stage:
+        item_vectors = encoder.encode(dataset.texts_for_items(split.train))
+        user_vectors = None
+        if dataset.user_text is not None:
+            texts = dataset.user_text(split.train)
+            if len(texts) != split.train.n_users:
+                raise ValueError(
+                    f"{dataset.name}: user_text gave {len(texts)} texts for {split.train.n_users} users"
+                )
+            user_vectors = encoder.encode(texts)
+        return Stage(split, inner, item_vectors, user_vectors)
+
+    def _fit_all(self, stage: Stage) -> dict[str, Recommender]:
+        fitted = {}
+        for name, build in tqdm(self.models.items(), desc="fitting", leave=False):
+            fitted[name] = build(stage).fit(stage.split.train)
+        return fitted
+
+
+# --- Builders for the book's models -----------------------------------------------------
+
+
+def popularity() -> ModelBuilder:
+    return lambda stage: Popularity()
+
+
+def ease(l2: float = 300.0) -> ModelBuilder:
+    return lambda stage: EASE(l2=l2)
+
+
+def item_knn(k: int = 800) -> ModelBuilder:
+    return lambda stage: ItemKNN(k=k)
+
+
+def content(
+    user: Literal["history", "text"] = "history", weighting: str = "mean", half_life_days: float = 30.0
+) -> ModelBuilder:
+    """BERT content cosine; users from their history's vectors (weighted as in
+    :func:`~recutils.embeddings.aggregate_user_vectors`) or from their own text."""
+
+    def build(stage: Stage) -> Recommender:
+        if user == "text":
+            if stage.user_vectors is None:
+                raise ValueError("content(user='text') needs a dataset with user_text")
+            return ContentRecommender(stage.item_vectors, user_vectors=stage.user_vectors)
+        return ContentRecommender(stage.item_vectors, weighting=weighting, half_life_days=half_life_days)
+
+    return build
+
+
+def two_tower(user: Literal["history", "text"] = "history", **config: object) -> ModelBuilder:
+    """The two-tower, early-stopped on the stage's validation split; with ``user="text"``
+    the user tower reads the users' own text vectors (queries) instead of histories."""
+
+    def build(stage: Stage) -> Recommender:
+        user_vectors = None
+        if user == "text":
+            if stage.user_vectors is None:
+                raise ValueError("two_tower(user='text') needs a dataset with user_text")
+            user_vectors = stage.user_vectors
+        return TwoTower(stage.item_vectors, validation=stage.validation, user_vectors=user_vectors, **config)
+
+    return build
