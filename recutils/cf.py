@@ -78,13 +78,13 @@ class ContentRecommender(Recommender):
         label: str = "Content",
         half_life_days: float = 30.0,
     ) -> None:
-        self.half_life_days = half_life_days
         self.item_vectors, self.user_vectors, self.weighting, self.label = (
             item_vectors,
             user_vectors,
             weighting,
             label,
         )
+        self.half_life_days = half_life_days
         # Given user vectors (a profile or a query) score users who have no history.
         self.needs_history = user_vectors is None
 

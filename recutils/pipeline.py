@@ -167,13 +167,15 @@ class Pipeline:
         encoder = self.encoder or TextEncoder()
         split = SPLITS[self.protocol](dataset.to_interactions())
         validation = validation_split(split)
-        tuning = self._stage(dataset, encoder, validation, validation_split(validation))
         final = self._stage(dataset, encoder, split, validation)
         names = list(self.models)
-        fitted = self._fit_all(tuning) if self.combine and len(names) > 1 else {}
         models = self._fit_all(final)
+        evaluated: dict[str, Recommender] = dict(models)
         combined, weights = None, {}
-        if fitted:
+        if self.combine and len(names) > 1:
+            # Weights are chosen on the validation split, with every model refitted there.
+            tuning = self._stage(dataset, encoder, validation, validation_split(validation))
+            fitted = self._fit_all(tuning)
             best, _ = tune_weights(
                 lambda w: ScoreFusion(list(fitted.values()), w),
                 len(names),
@@ -183,7 +185,7 @@ class Pipeline:
             )
             weights = dict(zip(names, best, strict=True))
             combined = ScoreFusion(list(models.values()), best).fit(split.train)
-        evaluated = {**models, **({"combined (CombSUM, tuned)": combined} if combined else {})}
+            evaluated["combined (CombSUM, tuned)"] = combined
         table = pd.concat([evaluate(m, split, self.k) for m in evaluated.values()])
         table.index = pd.Index(list(evaluated), name="model")
         return PipelineResult(dataset.name, split, validation, final, models, combined, weights, table)
