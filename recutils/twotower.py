@@ -89,6 +89,14 @@ class Histories:
         self.matrix = train.matrix(binary=True).to(device)
         self.seen = self.matrix > 0
 
+    @classmethod
+    def from_matrix(cls, matrix: torch.Tensor) -> Histories:
+        """Histories given directly as (n_users, n_items) 0/1 rows."""
+        histories = cls.__new__(cls)
+        histories.matrix = matrix.float()
+        histories.seen = histories.matrix > 0
+        return histories
+
     def sum(self, users: torch.Tensor, per_item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns: (b, d) sums of ``per_item`` rows over each user's history, and (b,) history sizes."""
         rows = self.matrix[users]
@@ -419,6 +427,16 @@ class TwoTower(Recommender):
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         return _score_with(self.net_, users, self._histories, self.device)
+
+    def score_histories(self, histories: torch.Tensor) -> torch.Tensor:
+        """Scores for users given only as (b, n_items) 0/1 history rows, without retraining
+        (the towers are inductive). Returns: (b, n_items) float32 cosine scores."""
+        if not hasattr(self, "net_"):
+            raise RuntimeError(f"{self.name} is not fitted; call fit first")
+        if self.config.user_input == "query":
+            raise ValueError("a query tower scores users from their own vectors, not from histories")
+        rows = Histories.from_matrix(histories.to(self.device))
+        return _score_with(self.net_, torch.arange(len(histories)), rows, self.device)
 
     # --- persistence -----------------------------------------------------------------------
 

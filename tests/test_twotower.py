@@ -222,3 +222,10 @@ def test_query_tower_ranks_for_users_without_history(planted, synthetic):
         TwoTower(item_vectors, user_input="query")
     with pytest.raises(ValueError, match="user_vectors must be"):
         TwoTower(item_vectors, user_vectors=torch.zeros(3, 4))
+
+
+def test_scoring_given_histories_matches_scoring_users(planted):
+    item_vectors, split = planted
+    model = TwoTower(item_vectors, use_cache=False, **SMALL).fit(split.train)
+    users = torch.arange(12)
+    assert torch.allclose(model.score_histories(split.train.matrix()[users]), model.score(users), atol=1e-6)

@@ -1,0 +1,98 @@
+"""Changed training data for stress tests: less data, shorter histories, fake users, noise.
+
+Each function returns a new :class:`~recutils.split.Split` whose test part is the
+original one (re-indexed only when users are added), so the same test users are
+measured before and after the change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recutils.split import Interactions, Split
+
+
+def _with_train(split: Split, frame: pd.DataFrame, n_users: int | None = None) -> Split:
+    n_users = split.train.n_users if n_users is None else n_users
+    n_items = split.train.n_items
+    return Split(
+        split.protocol,
+        Interactions(frame.reset_index(drop=True), n_users, n_items),
+        Interactions(split.test.frame, n_users, n_items),
+        split.candidates,
+    )
+
+
+def subsample_train(split: Split, fraction: float, seed: int = 0, min_per_user: int = 2) -> Split:
+    """Keep a random ``fraction`` of each user's train interactions (at least
+    ``min_per_user``, or all a user has if fewer), for learning curves."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+    rng = np.random.default_rng(seed)
+    frame = split.train.frame
+    keep = np.zeros(len(frame), dtype=bool)
+    for rows in frame.groupby("user").indices.values():
+        n = max(min_per_user, round(fraction * len(rows)))
+        keep[rng.choice(rows, min(n, len(rows)), replace=False)] = True
+    return _with_train(split, frame[keep])
+
+
+def truncate_histories(split: Split, users: torch.Tensor, keep: int) -> Split:
+    """Cold users: the given users keep only their latest ``keep`` train interactions."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    frame = split.train.frame.sort_values(["user", "timestamp", "item"], kind="stable")
+    chosen = frame["user"].isin(users.tolist()).to_numpy()
+    latest = frame.groupby("user").cumcount(ascending=False).to_numpy() < keep
+    return _with_train(split, frame[~chosen | latest])
+
+
+def restrict_test(split: Split, users: torch.Tensor) -> Split:
+    """The same split, evaluated on the given users only."""
+    test = split.test.frame
+    kept = test[test["user"].isin(users.tolist())].reset_index(drop=True)
+    if kept.empty:
+        raise ValueError("none of the given users has a test interaction")
+    return Split(
+        split.protocol, split.train, Interactions(kept, split.test.n_users, split.test.n_items), split.candidates
+    )
+
+
+def inject_fake_users(split: Split, target: int, n_fake: int, filler: torch.Tensor) -> Split:
+    """A push attack: ``n_fake`` new users who each rated ``target`` and the ``filler``
+    items (e.g. the most popular ones, so the fakes look like ordinary users).
+
+    The fakes get user indices after the real ones and appear in train only.
+    """
+    if n_fake < 1:
+        raise ValueError(f"n_fake must be at least 1, got {n_fake}")
+    if not 0 <= target < split.train.n_items:
+        raise ValueError(f"target {target} is not an item index (0..{split.train.n_items - 1})")
+    items = [target, *[int(i) for i in filler if int(i) != target]]
+    start = split.train.n_users
+    last = int(split.train.frame["timestamp"].max())
+    fakes = pd.DataFrame(
+        [(start + f, item, 5, last + 1 + j) for f in range(n_fake) for j, item in enumerate(items)],
+        columns=["user", "item", "rating", "timestamp"],
+    )
+    return _with_train(split, pd.concat([split.train.frame, fakes]), n_users=start + n_fake)
+
+
+def add_noise(split: Split, share: float, seed: int = 0) -> Split:
+    """Replace a random ``share`` of the train interactions with random items the user
+    has not interacted with (accidental clicks, shared accounts)."""
+    if not 0 <= share < 1:
+        raise ValueError(f"share must lie in [0, 1), got {share}")
+    rng = np.random.default_rng(seed)
+    frame = split.train.frame.copy()
+    n_items = split.train.n_items
+    seen = split.train.matrix(binary=True).bool() | split.test.matrix(binary=True).bool()
+    for row in rng.choice(len(frame), round(share * len(frame)), replace=False):
+        user = int(frame.iat[row, frame.columns.get_loc("user")])
+        unseen = np.flatnonzero(~seen[user].numpy())
+        item = int(rng.choice(unseen))
+        seen[user, item] = True
+        frame.iat[row, frame.columns.get_loc("item")] = item
+    return _with_train(split, frame)
