@@ -7,7 +7,8 @@ from typing import Literal
 import torch
 
 from recutils.embeddings import aggregate_user_vectors
-from recutils.recommender import Recommender
+from recutils.index import IndexKind
+from recutils.recommender import Recommender, VectorRecommender
 from recutils.similarity import association_matrix, cosine_similarity
 from recutils.split import Interactions
 
@@ -57,7 +58,7 @@ class UserKNN(_NeighbourCF):
         return self.similarity_[users] @ self.x_
 
 
-class ContentRecommender(Recommender):
+class ContentRecommender(VectorRecommender):
     """Content-based: r̂(u, i) = cos(u_emb, i_emb) with BERT item vectors.
 
     Args:
@@ -68,6 +69,8 @@ class ContentRecommender(Recommender):
         weighting: how the default user vectors weight the history
             ("mean", "rating" or "recency"; see :func:`aggregate_user_vectors`).
         half_life_days: the half-life of "recency" weighting.
+        index: how ``recommend`` finds the top items: "exact" (score every item) or
+            a nearest-neighbour index ("flat", "hnsw", "ivf"; see :mod:`recutils.index`).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class ContentRecommender(Recommender):
         weighting: Literal["mean", "rating", "recency"] = "mean",
         label: str = "Content",
         half_life_days: float = 30.0,
+        index: IndexKind = "exact",
     ) -> None:
         self.item_vectors, self.user_vectors, self.weighting, self.label = (
             item_vectors,
@@ -87,6 +91,7 @@ class ContentRecommender(Recommender):
         self.half_life_days = half_life_days
         # Given user vectors (a profile or a query) score users who have no history.
         self.needs_history = user_vectors is None
+        self.use_index(index)
 
     @property
     def name(self) -> str:
@@ -109,3 +114,9 @@ class ContentRecommender(Recommender):
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         return cosine_similarity(self.users_[users], self.item_vectors)
+
+    def user_embeddings(self, users: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.users_[users].float(), dim=1)
+
+    def item_embeddings(self) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.item_vectors.float(), dim=1)

@@ -14,6 +14,7 @@ from typing import Self
 import numpy as np
 import torch
 
+from recutils.index import INDEX_KINDS, build_index
 from recutils.split import Interactions
 
 UserIndices = int | Sequence[int] | np.ndarray | torch.Tensor
@@ -96,6 +97,13 @@ class Recommender(ABC):
         Returns: (n_users_given, k) int64 item indices, best first.
         """
         users = self._check_users(users)
+        allowed = self._allowed(users, k, exclude_seen, candidates)
+        return self._order(users, allowed)[:, :k]
+
+    def _allowed(
+        self, users: torch.Tensor, k: int, exclude_seen: bool, candidates: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(b, n_items) bool: what each user may be recommended; raises if fewer than k."""
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         allowed = torch.ones(len(users), self.train_.n_items, dtype=torch.bool)
@@ -112,7 +120,7 @@ class Recommender(ABC):
                 f"k={k} is larger than the {int(n_allowed[worst])} items user {int(users[worst])} "
                 f"can be recommended (catalogue {self.train_.n_items}, after candidates and seen items)"
             )
-        return self._order(users, allowed)[:, :k]
+        return allowed
 
     def ranks(self, users: UserIndices, exclude_seen: bool = True) -> torch.Tensor:
         """Each item's position in each user's ranking, ties broken as in :meth:`recommend`.
@@ -154,6 +162,74 @@ class Recommender(ABC):
                     "scores users from their history; use a model that needs none (Popularity) for cold users"
                 )
         return users
+
+
+class VectorRecommender(Recommender):
+    """A recommender whose score is the inner product of a user vector and an item vector.
+
+    Such a model can answer ``recommend`` from a nearest-neighbour index over its item
+    vectors instead of scoring the whole catalogue: pass ``index="hnsw"`` (or "ivf",
+    "flat") to the model, or call :meth:`use_index`. The default, "exact", scores every
+    item. An approximate index may miss a few of the true top k (see
+    :func:`recutils.index.recall_at_k`); ties are not broken by the fixed random order.
+    """
+
+    index: str = "exact"
+
+    def use_index(self, kind: str = "exact", **params: object) -> Self:
+        """Answer ``recommend`` from an index of ``kind`` (see :func:`recutils.index.build_index`)."""
+        if kind not in INDEX_KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
+        self.index, self.index_params = kind, params
+        self._vector_index = None
+        return self
+
+    @abstractmethod
+    def user_embeddings(self, users: torch.Tensor) -> torch.Tensor:
+        """(b, dim) user vectors; ``score`` is their inner product with :meth:`item_embeddings`."""
+
+    @abstractmethod
+    def item_embeddings(self) -> torch.Tensor:
+        """(n_items, dim) item vectors."""
+
+    def fit(self, train: Interactions) -> Self:
+        self._vector_index = None  # item vectors change with fitting
+        return super().fit(train)
+
+    def recommend(
+        self,
+        users: UserIndices,
+        k: int,
+        exclude_seen: bool = True,
+        candidates: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if self.index == "exact":
+            return super().recommend(users, k, exclude_seen, candidates)
+        users = self._check_users(users)
+        allowed = self._allowed(users, k, exclude_seen, candidates)
+        if getattr(self, "_vector_index", None) is None:
+            self._vector_index = build_index(
+                self.item_embeddings(), self.index, **getattr(self, "index_params", {})
+            )
+        queries = self.user_embeddings(users)
+        n_items = self.train_.n_items
+        # Ask for enough neighbours that k remain after dropping disallowed items; ask for
+        # more when an approximate index returned too few allowed ones.
+        depth = min(n_items, k + int((~allowed).sum(dim=1).max()))
+        while True:
+            ids = self._vector_index.search(queries, depth)[1]
+            usable = (ids >= 0) & allowed.gather(1, ids.clamp(min=0))
+            if bool((usable.sum(dim=1) >= k).all()) or depth == n_items:
+                break
+            depth = min(n_items, 2 * depth)
+        first_usable = torch.argsort((~usable).to(torch.int8), dim=1, stable=True)[:, :k]
+        top = ids.gather(1, first_usable)
+        short = usable.sum(dim=1) < k
+        if short.any():
+            # Even the whole index did not reach k allowed items (an IVF probing too few
+            # clusters): those users are scored exactly.
+            top[short] = self._order(users[short], allowed[short])[:, :k]
+        return top
 
 
 def require_fitted_on(model: Recommender, train: Interactions) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -70,6 +72,10 @@ class TextEncoder:
             similar length so little time goes into padding.
         max_length: tokens kept per text (longer texts are truncated).
         use_cache: read and write embeddings in ``{cache}/embeddings``.
+        precision: "fp32" (the reference); "bf16" (half the memory traffic; fast on
+            GPUs and on CPUs with bf16 instructions); or "int8", dynamic int8
+            quantisation of the linear layers, CPU only (see :func:`quantize_int8`).
+            Vectors are cached per precision.
     """
 
     def __init__(
@@ -79,16 +85,22 @@ class TextEncoder:
         batch_size: int = 64,
         max_length: int = 256,
         use_cache: bool = True,
+        precision: Literal["fp32", "bf16", "int8"] = "fp32",
     ) -> None:
+        if precision not in ("fp32", "bf16", "int8"):
+            raise ValueError(f"precision must be fp32, bf16 or int8, got {precision!r}")
         if batch_size < 1 or max_length < 2:
             raise ValueError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")
         source = default_model_path() if model is None else model
         self.fingerprint = _fingerprint(source, expected_sha256=DEFAULT_SHA256 if model is None else None)
         self.device = pick_device(device)
+        if precision == "int8" and self.device.type != "cpu":
+            raise ValueError(f"int8 quantisation runs on the CPU only; use bf16 on {self.device}")
+        self.precision = precision
         self.batch_size, self.max_length, self.use_cache = batch_size, max_length, use_cache
         with _quiet_transformers():
             self.tokenizer = AutoTokenizer.from_pretrained(str(source))
-            self.model = AutoModel.from_pretrained(str(source)).to(self.device).eval()
+            self.model = self._with_precision(AutoModel.from_pretrained(str(source)))
         self.source = str(source)
 
     @classmethod
@@ -100,9 +112,17 @@ class TextEncoder:
         encoder = cls(**kwargs)
         torch.manual_seed(seed)
         config = AutoConfig.from_pretrained(encoder.source)
-        encoder.model = AutoModel.from_config(config).to(encoder.device).eval()
+        encoder.model = encoder._with_precision(AutoModel.from_config(config))
         encoder.fingerprint = f"random-init:{encoder.fingerprint}:seed={seed}"
         return encoder
+
+    def _with_precision(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device).eval()
+        if self.precision == "bf16":
+            return model.to(torch.bfloat16)
+        if self.precision == "int8":
+            return quantize_int8(model)
+        return model
 
     @property
     def dim(self) -> int:
@@ -160,11 +180,39 @@ class TextEncoder:
         return out
 
     def _cache_key(self, texts: list[str]) -> str:
-        digest = hashlib.sha256(f"{self.fingerprint}|{POOLING_VERSION}|{self.max_length}".encode())
+        precision = "" if self.precision == "fp32" else f"|{self.precision}"
+        digest = hashlib.sha256(f"{self.fingerprint}|{POOLING_VERSION}|{self.max_length}{precision}".encode())
         for text in texts:
             digest.update(text.encode())
             digest.update(b"\x1f")
         return digest.hexdigest()
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation of a BERT's linear layers, for CPU inference.
+
+    Weights are stored as int8 per output channel; activations are quantised on the
+    fly. The feed-forward output projections (``layer.N.output.dense``) stay in fp32:
+    their inputs, after GELU, have outliers that per-tensor activation scales handle
+    badly, and quantising them costs most of the accuracy (on MovieLens titles the
+    minimum cosine to the fp32 vectors falls from 0.97 to 0.94) for little speed.
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    spec = {
+        name: per_channel_dynamic_qconfig
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not _is_ffn_output(name)
+    }
+    with warnings.catch_warnings():
+        # torch.ao.quantization announces its move to torchao; the API still works.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
+
+
+def _is_ffn_output(name: str) -> bool:
+    return name.endswith("output.dense") and "attention" not in name
 
 
 @contextlib.contextmanager

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from recutils.cache import cache_dir
 from recutils.metrics import evaluate
-from recutils.recommender import Recommender
+from recutils.index import IndexKind
+from recutils.recommender import Recommender, VectorRecommender
 from recutils.split import Interactions, Split
 from recutils.text import pick_device
 
@@ -240,7 +241,7 @@ class TrainingLog:
     best_epoch: int = 0
 
 
-class TwoTower(Recommender):
+class TwoTower(VectorRecommender):
     """The two-tower recommender over frozen BERT item vectors.
 
     Args:
@@ -256,6 +257,8 @@ class TwoTower(Recommender):
         user_vectors: (n_users, text_dim) frozen vectors of the users themselves (e.g. an
             encoded search query); with these the user tower reads them instead of a
             history (``user_input="query"``, set automatically), so users need no history.
+        index: how ``recommend`` finds the top items: "exact" (score every item) or
+            a nearest-neighbour index over the item tower's outputs ("flat", "hnsw", "ivf").
     """
 
     def __init__(
@@ -267,6 +270,7 @@ class TwoTower(Recommender):
         use_cache: bool = True,
         label: str | None = None,
         user_vectors: torch.Tensor | None = None,
+        index: IndexKind = "exact",
         **overrides: object,
     ) -> None:
         if item_vectors.ndim != 2:
@@ -285,6 +289,7 @@ class TwoTower(Recommender):
         self.needs_history = self.config.user_input != "query"
         self.validation, self.device, self.use_cache = validation, pick_device(device), use_cache
         self.label = label
+        self.use_index(index)
 
     @property
     def name(self) -> str:
@@ -427,6 +432,14 @@ class TwoTower(Recommender):
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         return _score_with(self.net_, users, self._histories, self.device)
+
+    def user_embeddings(self, users: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.net_.user_vectors(users.to(self.device), self._histories).cpu()
+
+    def item_embeddings(self) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.net_.item_vectors().cpu()
 
     def score_histories(self, histories: torch.Tensor) -> torch.Tensor:
         """Scores for users given only as (b, n_items) 0/1 history rows, without retraining

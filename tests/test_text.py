@@ -67,7 +67,35 @@ def test_random_weights_are_a_different_model(empty_cache):
     assert len(list((empty_cache / "embeddings").iterdir())) == 2
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_lower_precision_keeps_the_vectors_close(encoder, empty_cache, precision):
+    reference = encoder.encode(TEXTS, progress=False)
+    low = TextEncoder(precision=precision)
+    vectors = low.encode(TEXTS, progress=False)
+    assert vectors.dtype == torch.float32
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(4), atol=1e-3)
+    cosines = (vectors * reference).sum(dim=1)
+    # Close to the fp32 vectors (the empty text, two special tokens, is the worst case),
+    # yet not the same: the precision really changed.
+    assert 0.9 < cosines.min() and cosines[:3].min() > 0.97 and not torch.allclose(vectors, reference, atol=1e-6)
+    # Vectors of another precision are cached apart from fp32 ones.
+    TextEncoder().encode(TEXTS, progress=False)
+    assert len(list((empty_cache / "embeddings").iterdir())) == 2
+
+
+def test_int8_keeps_the_feed_forward_outputs_in_fp32():
+    model = TextEncoder(precision="int8", use_cache=False).model
+    layer = model.encoder.layer[0]
+    assert type(layer.output.dense) is torch.nn.Linear
+    assert type(layer.intermediate.dense) is not torch.nn.Linear
+    assert type(layer.attention.output.dense) is not torch.nn.Linear
+
+
 def test_bad_inputs(encoder, tmp_path):
+    with pytest.raises(ValueError, match="precision must be fp32, bf16 or int8"):
+        TextEncoder(precision="fp16")
+    with pytest.raises(ValueError, match="int8 quantisation runs on the CPU only"):
+        TextEncoder(device="cuda", precision="int8")
     with pytest.raises(TypeError, match=r"texts\[1\] is float"):
         encoder.encode(["fine", float("nan")])
     assert encoder.encode([]).shape == (0, 384)

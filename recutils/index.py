@@ -1,0 +1,189 @@
+"""Nearest-neighbour search over item vectors: exact in torch, or FAISS (flat, HNSW, IVF).
+
+Every index answers the same question: for each query vector, the k items with the
+largest inner product (the cosine, for unit vectors). The exact index is the
+reference; the approximate ones (HNSW, IVF) trade a little recall for speed on large
+catalogues. Choose one by name with :func:`build_index`; recommenders that score by
+vectors take the same name as their ``index`` argument.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from typing import Literal
+
+import numpy as np
+import torch
+
+IndexKind = Literal["exact", "flat", "hnsw", "ivf"]
+INDEX_KINDS: tuple[str, ...] = ("exact", "flat", "hnsw", "ivf")
+# Exact search never holds more than this many scores at once (512 MB of float32).
+MAX_SCORES_IN_MEMORY = 2**27
+
+
+class VectorIndex(ABC):
+    """Top-k inner-product search over a fixed set of (n, dim) vectors."""
+
+    kind: str
+
+    def __init__(self, vectors: torch.Tensor) -> None:
+        if vectors.ndim != 2 or len(vectors) == 0:
+            raise ValueError(f"vectors must be a non-empty (n, dim) tensor, got shape {tuple(vectors.shape)}")
+        if not torch.isfinite(vectors).all():
+            raise ValueError("vectors contain NaN or infinite values")
+        self.n, self.dim = vectors.shape
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k best items for each query.
+
+        Args:
+            queries: (q, dim) query vectors.
+            k: results per query, 1..n.
+        Returns: (q, k) float32 inner products, best first, and (q, k) int64 item
+            indices; an approximate index may return fewer than k real items, padded
+            with index -1 and score -inf.
+        """
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries must be (q, {self.dim}), got shape {tuple(queries.shape)}")
+        if not isinstance(k, int) or not 1 <= k <= self.n:
+            raise ValueError(f"k must be an integer in 1..{self.n} (the indexed items), got {k!r}")
+        return self._search(queries.detach().float().cpu().contiguous(), k)
+
+    @abstractmethod
+    def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @property
+    @abstractmethod
+    def memory_bytes(self) -> int:
+        """Bytes the index holds (vectors plus any graph or lists)."""
+
+
+class ExactIndex(VectorIndex):
+    """Brute force in torch: a matrix product per chunk of items, keeping a running top k.
+
+    Args:
+        vectors: (n, dim) item vectors (kept as float32).
+        chunk_items: items per matrix product; default: as many as keep one chunk's
+            scores under :data:`MAX_SCORES_IN_MEMORY` for the query batch.
+    """
+
+    kind = "exact"
+
+    def __init__(self, vectors: torch.Tensor, chunk_items: int | None = None) -> None:
+        super().__init__(vectors)
+        if chunk_items is not None and chunk_items < 1:
+            raise ValueError(f"chunk_items must be positive, got {chunk_items}")
+        self.vectors = vectors.detach().float().cpu().contiguous()
+        self.chunk_items = chunk_items
+
+    def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        chunk = self.chunk_items or max(k, MAX_SCORES_IN_MEMORY // max(len(queries), 1))
+        best_scores = torch.full((len(queries), 0), float("-inf"))
+        best_ids = torch.zeros((len(queries), 0), dtype=torch.int64)
+        with torch.inference_mode():
+            for start in range(0, self.n, chunk):
+                scores = queries @ self.vectors[start : start + chunk].T
+                top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+                merged = torch.cat([best_scores, top.values], dim=1)
+                ids = torch.cat([best_ids, top.indices + start], dim=1)
+                keep = torch.topk(merged, min(k, merged.shape[1]), dim=1)
+                best_scores, best_ids = keep.values, torch.gather(ids, 1, keep.indices)
+        return best_scores, best_ids
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.vectors.numel() * self.vectors.element_size()
+
+
+class FaissIndex(VectorIndex):
+    """A FAISS inner-product index: ``flat`` (exact), ``hnsw`` (a graph) or ``ivf`` (clusters).
+
+    Args:
+        vectors: (n, dim) item vectors.
+        kind: "flat", "hnsw" or "ivf".
+        hnsw_m: graph degree of HNSW (more: better recall, more memory, slower build).
+        ef_construction, ef_search: HNSW's candidate-list sizes when building and searching.
+        nlist: IVF's number of clusters (default about 4·√n).
+        nprobe: IVF clusters visited per query.
+        train_size: vectors used to learn IVF's clusters (a seeded sample).
+        seed: the sample's seed.
+    """
+
+    def __init__(
+        self,
+        vectors: torch.Tensor,
+        kind: Literal["flat", "hnsw", "ivf"] = "flat",
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 64,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        train_size: int = 100_000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(vectors)
+        faiss = _import_faiss()
+        x = np.ascontiguousarray(vectors.detach().float().cpu().numpy())
+        self.kind = kind
+        if kind == "flat":
+            index = faiss.IndexFlatIP(self.dim)
+        elif kind == "hnsw":
+            index = faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = ef_construction
+            index.hnsw.efSearch = ef_search
+        elif kind == "ivf":
+            nlist = nlist or max(1, min(self.n // 39, int(4 * np.sqrt(self.n))))
+            if not 1 <= nlist <= self.n:
+                raise ValueError(f"nlist must lie in 1..{self.n}, got {nlist}")
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            sample = np.random.default_rng(seed).permutation(self.n)[:train_size]
+            index.train(x[np.sort(sample)])
+            index.nprobe = min(nprobe, nlist)
+        else:
+            raise ValueError(f"unknown FAISS index kind {kind!r}; choose flat, hnsw or ivf")
+        index.add(x)
+        self.index = index
+
+    def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, ids = self.index.search(queries.numpy(), k)
+        scores = torch.from_numpy(scores)
+        ids = torch.from_numpy(ids).long()
+        return scores.masked_fill(ids < 0, float("-inf")), ids
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(_import_faiss().serialize_index(self.index).nbytes)
+
+
+def build_index(vectors: torch.Tensor, kind: IndexKind = "exact", **params: object) -> VectorIndex:
+    """An index of ``kind`` over ``vectors``; ``params`` go to its constructor.
+
+    "exact" is torch brute force (:class:`ExactIndex`); "flat", "hnsw" and "ivf" are
+    FAISS indexes (:class:`FaissIndex`, needs ``pip install faiss-cpu``).
+    """
+    if kind == "exact":
+        return ExactIndex(vectors, **params)
+    if kind in ("flat", "hnsw", "ivf"):
+        return FaissIndex(vectors, kind=kind, **params)
+    raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
+
+
+def recall_at_k(found: torch.Tensor, truth: torch.Tensor) -> float:
+    """Share of the true top-k neighbours an index found, averaged over queries.
+
+    Args:
+        found, truth: (q, k) item indices (from an approximate and the exact search).
+    """
+    if found.shape != truth.shape:
+        raise ValueError(f"found {tuple(found.shape)} and truth {tuple(truth.shape)} differ in shape")
+    hits = (found.unsqueeze(2) == truth.unsqueeze(1)).any(dim=2)
+    return float(hits.float().mean())
+
+
+def _import_faiss():
+    if importlib.util.find_spec("faiss") is None:
+        raise ModuleNotFoundError("FAISS indexes need the faiss package: pip install faiss-cpu")
+    import faiss
+
+    return faiss

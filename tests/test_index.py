@@ -1,0 +1,142 @@
+import pytest
+import torch
+
+from recutils.cf import ContentRecommender
+from recutils.index import ExactIndex, FaissIndex, build_index, recall_at_k
+from recutils.split import temporal_split
+from recutils.twotower import TwoTower
+
+
+def _unit(n, dim, seed):
+    return torch.nn.functional.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def _clustered(n, dim, n_clusters, seed):
+    """Unit vectors around random centres: the structure approximate indexes rely on."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_clusters, dim, generator=generator)
+    points = centres[torch.randint(n_clusters, (n,), generator=generator)]
+    return torch.nn.functional.normalize(points + 0.3 * torch.randn(n, dim, generator=generator), dim=1)
+
+
+def _brute_force(items, queries, k):
+    """The definition: sort every inner product."""
+    scores = queries.double() @ items.double().T
+    order = torch.argsort(scores, dim=1, descending=True)[:, :k]
+    return scores.gather(1, order).float(), order
+
+
+@pytest.mark.parametrize("chunk_items", [None, 7, 1000])
+def test_exact_index_equals_sorting_every_score(chunk_items):
+    items, queries = _unit(500, 16, 0), _unit(40, 16, 1)
+    scores, ids = ExactIndex(items, chunk_items=chunk_items).search(queries, 10)
+    truth_scores, truth_ids = _brute_force(items, queries, 10)
+    assert torch.equal(ids, truth_ids)
+    assert torch.allclose(scores, truth_scores, atol=1e-6)
+
+
+def test_faiss_flat_finds_the_same_items_as_exact():
+    items, queries = _unit(2000, 32, 2), _unit(50, 32, 3)
+    assert torch.equal(build_index(items, "flat").search(queries, 10)[1], _brute_force(items, queries, 10)[1])
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_indexes_find_most_true_neighbours_on_clustered_data(kind):
+    items, queries = _clustered(5100, 32, 50, 4).split([5000, 100])
+    found = build_index(items, kind).search(queries, 10)[1]
+    assert recall_at_k(found, _brute_force(items, queries, 10)[1]) > 0.9
+
+
+def test_ivf_probing_more_clusters_raises_recall():
+    items, queries = _clustered(5100, 32, 50, 6).split([5000, 100])
+    truth = _brute_force(items, queries, 10)[1]
+    one = recall_at_k(FaissIndex(items, "ivf", nlist=100, nprobe=1).search(queries, 10)[1], truth)
+    all_ = recall_at_k(FaissIndex(items, "ivf", nlist=100, nprobe=100).search(queries, 10)[1], truth)
+    assert one < all_ == 1.0
+
+
+def test_hnsw_searching_wider_raises_recall():
+    items, queries = _clustered(5100, 32, 50, 7).split([5000, 100])
+    truth = _brute_force(items, queries, 10)[1]
+    narrow = recall_at_k(FaissIndex(items, "hnsw", hnsw_m=4, ef_search=10).search(queries, 10)[1], truth)
+    wide = recall_at_k(FaissIndex(items, "hnsw", hnsw_m=4, ef_search=500).search(queries, 10)[1], truth)
+    assert narrow < wide
+
+
+def test_recall_at_k_hand_case():
+    found = torch.tensor([[1, 2], [5, 6]])
+    truth = torch.tensor([[2, 3], [6, 5]])
+    assert recall_at_k(found, truth) == 0.75
+
+
+def test_memory_counts_the_vectors():
+    items = _unit(1000, 16, 8)
+    assert ExactIndex(items).memory_bytes == 1000 * 16 * 4
+    # HNSW stores the vectors plus a graph.
+    assert FaissIndex(items, "hnsw").memory_bytes > 1000 * 16 * 4
+
+
+def test_bad_input():
+    items = _unit(20, 4, 9)
+    with pytest.raises(ValueError, match="k must be an integer in 1..20"):
+        ExactIndex(items).search(items[:2], 21)
+    with pytest.raises(ValueError, match=r"queries must be \(q, 4\)"):
+        ExactIndex(items).search(torch.ones(2, 5), 3)
+    with pytest.raises(ValueError, match="unknown index kind 'annoy'"):
+        build_index(items, "annoy")
+    with pytest.raises(ValueError, match="NaN"):
+        ExactIndex(torch.full((3, 4), float("nan")))
+    with pytest.raises(ValueError, match="non-empty"):
+        ExactIndex(torch.zeros(0, 4))
+
+
+# --- the index as one argument of a recommender ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def content_setup(synthetic):
+    split = temporal_split(synthetic.interactions)
+    vectors = _clustered(split.train.n_items, 16, 3, 10)
+    return split, vectors
+
+
+def test_a_flat_index_recommends_what_exact_scoring_does(content_setup):
+    split, vectors = content_setup
+    users = torch.arange(split.train.n_users)
+    exact = ContentRecommender(vectors).fit(split.train).recommend(users, 10)
+    flat = ContentRecommender(vectors, index="flat").fit(split.train).recommend(users, 10)
+    assert torch.equal(flat, exact)
+
+
+def test_indexed_recommendations_respect_seen_items_and_candidates(content_setup):
+    split, vectors = content_setup
+    model = ContentRecommender(vectors).use_index("ivf", nlist=4, nprobe=1).fit(split.train)
+    candidates = torch.zeros(split.train.n_items, dtype=torch.bool)
+    candidates[::2] = True
+    users = torch.arange(split.train.n_users)
+    top = model.recommend(users, 5, candidates=candidates)
+    assert top.shape == (len(users), 5)
+    assert candidates[top].all()
+    assert not model.seen_[users.unsqueeze(1), top].any()
+    assert all(len(set(row.tolist())) == 5 for row in top)
+    with pytest.raises(ValueError, match="k=31 is larger than"):
+        model.recommend(users, 31, candidates=candidates)
+
+
+@pytest.mark.parametrize("make", ["content", "twotower"])
+def test_score_is_the_inner_product_of_the_embeddings(content_setup, make):
+    split, vectors = content_setup
+    if make == "content":
+        model = ContentRecommender(vectors)
+    else:
+        model = TwoTower(vectors, use_cache=False, hidden=16, out_dim=8, epochs=1, batch_size=64)
+    model.fit(split.train)
+    users = torch.arange(20)
+    expected = model.user_embeddings(users) @ model.item_embeddings().T
+    assert torch.allclose(model.score(users), expected, atol=1e-5)
+
+
+def test_unknown_index_name_is_refused(content_setup):
+    _, vectors = content_setup
+    with pytest.raises(ValueError, match="unknown index kind 'best'"):
+        ContentRecommender(vectors, index="best")
