@@ -10,7 +10,7 @@ NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: book test unit notebooks html browser venv vendor clean
+.PHONY: book test unit notebooks html browser bench venv vendor clean
 
 venv: $(STAMP)
 
@@ -70,6 +70,12 @@ notebooks: $(STAMP)
 	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
 
 test: unit notebooks html browser
+
+# Benchmarks (not tests): prints tables and writes benchmarks/results/latest.json, which
+# the performance appendix renders. About 30 minutes; pick sections with
+# BENCH_ARGS="--sections encode retrieval", or BENCH_ARGS=--quick for tiny sizes.
+bench: $(STAMP)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf _build

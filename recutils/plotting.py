@@ -174,3 +174,52 @@ def plot_tradeoff(table: pd.DataFrame, x: str, y: str, label: str) -> Figure:
         )
     ax.set(xlabel=x, ylabel=y)
     return fig
+
+
+def plot_cost_growth(panels: Sequence[tuple[pd.DataFrame, str, str, str]]) -> Figure:
+    """Log–log panels of a cost against a size, each with its fitted slope.
+
+    Args:
+        panels: (table, x column, y column, title) per panel.
+    """
+    from recutils.benchmark import loglog_slope
+
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels), 3.4), layout="constrained", squeeze=False
+    )
+    for ax, (table, x, y, title) in zip(axes[0], panels, strict=True):
+        slope, intercept = loglog_slope(table[x], table[y])
+        xs = np.geomspace(table[x].min(), table[x].max(), 50)
+        ax.plot(table[x], table[y], "o", color="tab:blue", label="measured")
+        ax.plot(xs, np.exp(intercept) * xs**slope, "--", color="tab:orange", label=f"fit: slope {slope:.2f}")
+        ax.set(xscale="log", yscale="log", xlabel=x, ylabel=y, title=title)
+        ax.legend()
+    return fig
+
+
+def plot_recall_speed(table: pd.DataFrame, recall_target: float = 0.95, speed_target: float = 10.0) -> Figure:
+    """Approximate indexes: recall@10 against speed-up over exact search, one line per index.
+
+    Args:
+        table: rows with ``distribution``, ``items``, ``index``, ``recall@10`` and
+            ``speed_vs_exact`` (the benchmark's "approximate" table).
+    """
+    distributions = list(dict.fromkeys(table["distribution"]))
+    fig, axes = plt.subplots(
+        1,
+        len(distributions),
+        figsize=(5 * len(distributions), 3.6),
+        layout="constrained",
+        sharey=True,
+        squeeze=False,
+    )
+    for ax, distribution in zip(axes[0], distributions, strict=True):
+        rows = table[table["distribution"] == distribution]
+        for (index, items), line in rows.groupby(["index", "items"], sort=False):
+            ax.plot(line["speed_vs_exact"], line["recall@10"], "o-", label=f"{index}, {items:,} items")
+        ax.axhline(recall_target, color="grey", linestyle=":")
+        ax.axvline(speed_target, color="grey", linestyle=":")
+        ax.set(xscale="log", xlabel="speed-up over exact search", title=f"{distribution} vectors")
+        ax.legend(fontsize="small")
+    axes[0][0].set_ylabel("recall@10")
+    return fig

@@ -192,9 +192,9 @@ class VectorRecommender(Recommender):
     def item_embeddings(self) -> torch.Tensor:
         """(n_items, dim) item vectors."""
 
-    def fit(self, train: Interactions) -> Self:
-        self._vector_index = None  # item vectors change with fitting
-        return super().fit(train)
+    def _bind(self, train: Interactions) -> None:
+        super()._bind(train)
+        self._vector_index = None  # built from the item vectors of this fit (or load)
 
     def recommend(
         self,

@@ -8,7 +8,9 @@ from recutils.twotower import TwoTower
 
 
 def _unit(n, dim, seed):
-    return torch.nn.functional.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
+    return torch.nn.functional.normalize(
+        torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), dim=1
+    )
 
 
 def _clustered(n, dim, n_clusters, seed):

@@ -4,7 +4,13 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
-from recutils.plotting import plot_data_overview, plot_metric_bars, plot_tuning_curve  # noqa: E402
+from recutils.plotting import (  # noqa: E402
+    plot_cost_growth,
+    plot_data_overview,
+    plot_metric_bars,
+    plot_recall_speed,
+    plot_tuning_curve,
+)
 
 
 def test_data_overview_has_three_labelled_panels(synthetic):
@@ -77,3 +83,27 @@ def test_mixing_curve_and_tradeoff():
     table = pd.DataFrame({"ndcg": [0.2, 0.18], "diversity": [0.5, 0.6], "λ": [1.0, 0.5]})
     fig = plot_tradeoff(table, "diversity", "ndcg", "λ")
     assert [t.get_text() for t in fig.axes[0].texts] == ["1.0", "0.5"]
+
+
+def test_cost_growth_fits_the_slope_of_a_power_law():
+    table = pd.DataFrame({"n": [10, 100, 1000], "seconds": [0.5, 5.0, 50.0]})
+    fig = plot_cost_growth([(table, "n", "seconds", "linear")])
+    ax = fig.axes[0]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["measured", "fit: slope 1.00"]
+
+
+def test_recall_speed_one_panel_per_distribution_one_line_per_index():
+    table = pd.DataFrame(
+        {
+            "distribution": ["clustered"] * 4 + ["uniform"] * 2,
+            "items": [100] * 6,
+            "index": ["hnsw", "hnsw", "ivf", "ivf", "ivf", "ivf"],
+            "recall@10": [0.9, 0.99, 0.8, 0.97, 0.3, 0.6],
+            "speed_vs_exact": [20, 5, 30, 8, 30, 8],
+        }
+    )
+    fig = plot_recall_speed(table)
+    assert [ax.get_title() for ax in fig.axes] == ["clustered vectors", "uniform vectors"]
+    assert len(fig.axes[0].get_legend().get_texts()) == 2
+    assert len(fig.axes[1].get_legend().get_texts()) == 1

@@ -1,0 +1,190 @@
+"""Side-by-side timing for ``make bench``: alternating repetitions, medians and ratios.
+
+A shared machine drifts (another job starts, the CPU clocks down), so candidates are
+never timed one after the other in blocks. Each repetition runs every candidate once,
+in an order that reverses from one repetition to the next (A B, B A, A B, ...), and
+results are compared as ratios of medians.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+def compare(
+    candidates: Mapping[str, Callable[[], object]], repeats: int = 3, warmup: bool = True
+) -> pd.DataFrame:
+    """Time each candidate ``repeats`` times, alternating their order.
+
+    Args:
+        candidates: name → a function of no arguments doing the work once.
+        repeats: timed runs per candidate.
+        warmup: run every candidate once, untimed, first (loads, caches, JIT).
+    Returns: one row per candidate: ``median_s``, ``min_s``, ``max_s`` and ``runs``
+        (the list of times, in seconds), in the order given.
+    """
+    if not candidates:
+        raise ValueError("no candidates to compare")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    names = list(candidates)
+    if warmup:
+        for name in names:
+            candidates[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repetition in range(repeats):
+        for name in names if repetition % 2 == 0 else reversed(names):
+            start = time.perf_counter()
+            candidates[name]()
+            times[name].append(time.perf_counter() - start)
+    return pd.DataFrame(
+        {
+            "median_s": [float(np.median(times[n])) for n in names],
+            "min_s": [min(times[n]) for n in names],
+            "max_s": [max(times[n]) for n in names],
+            "runs": [times[n] for n in names],
+        },
+        index=pd.Index(names, name="candidate"),
+    )
+
+
+def speed_ratio(table: pd.DataFrame, candidate: str, reference: str) -> float:
+    """How many times faster ``candidate`` is than ``reference`` (ratio of median times)."""
+    for name in (candidate, reference):
+        if name not in table.index:
+            raise KeyError(f"{name!r} is not among the candidates {list(table.index)}")
+    return float(table.loc[reference, "median_s"] / table.loc[candidate, "median_s"])
+
+
+def loglog_slope(x: np.ndarray | list[float], y: np.ndarray | list[float]) -> tuple[float, float]:
+    """Least-squares fit of log y = slope · log x + intercept.
+
+    A slope of 1 means cost grows linearly with x, 2 quadratically.
+    Returns: (slope, intercept), natural logarithms.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or len(x) < 2:
+        raise ValueError(f"need two equally long series of at least 2 points, got {len(x)} and {len(y)}")
+    if (x <= 0).any() or (y <= 0).any():
+        raise ValueError("a log–log fit needs positive values")
+    slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
+    return float(slope), float(intercept)
+
+
+def run_in_subprocess(function: Callable[..., Any], **kwargs: Any) -> tuple[Any, int, int]:
+    """Run ``function(**kwargs)`` in a fresh process and measure its peak memory.
+
+    Peak resident memory only ever grows within a process, so each measurement
+    needs its own. ``function`` must be importable (defined at a module's top level).
+    Returns: the function's return value; the process's peak resident set in bytes;
+        and its resident set just before the call (after the imports), so the
+        difference is the most the work itself added.
+    """
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
+        return pool.apply(_call_and_measure, (function, kwargs))
+    finally:
+        pool.close()
+        pool.join()
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(f"{field}:"))
+    return int(line.split()[1]) * 1024  # reported in kB
+
+
+def _call_and_measure(function: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[Any, int, int]:
+    # A spawned process starts as a fork of its parent, and getrusage's peak keeps the
+    # parent's size; resetting the kernel's high-water mark (Linux) makes the peak this
+    # call's own.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_bytes("VmRSS")
+    result = function(**kwargs)
+    return result, _status_bytes("VmHWM"), before
+
+
+def machine_description() -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, memory, GPU, library versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gib": round(pages * page_size / 2**30, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+@dataclass
+class BenchmarkResults:
+    """A ``make bench`` result file, read back: what the performance appendix shows."""
+
+    machine: dict[str, Any]
+    date: str
+    tables: dict[str, pd.DataFrame]  # "section/table" → table
+    targets: pd.DataFrame  # section, target, value, goal, met
+    runs: pd.DataFrame  # section, date, quick, seconds: when each section last ran
+
+    def table(self, section: str, name: str) -> pd.DataFrame:
+        key = f"{section}/{name}"
+        if key not in self.tables:
+            raise KeyError(f"no table {key!r} in the results; run make bench (tables: {sorted(self.tables)})")
+        return self.tables[key]
+
+
+def read_results(path: str | Path) -> BenchmarkResults:
+    """Read ``benchmarks/results/latest.json`` (written by ``benchmarks/run.py``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no benchmark results at {path}; run make bench")
+    try:
+        raw = json.loads(path.read_text())
+        sections = raw["sections"]
+        tables = {
+            f"{section}/{name}": pd.DataFrame(records)
+            for section, content in sections.items()
+            for name, records in content["tables"].items()
+        }
+        targets = pd.DataFrame(
+            [
+                {"section": section, **target}
+                for section, content in sections.items()
+                for target in content["targets"]
+            ]
+        )
+        runs = pd.DataFrame(
+            [
+                {
+                    "section": section,
+                    "date": content["date"],
+                    "quick": content["quick"],
+                    "seconds": content["seconds"],
+                }
+                for section, content in sections.items()
+            ]
+        )
+        return BenchmarkResults(raw["machine"], raw["date"], tables, targets, runs)
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a benchmark result file ({error!r}); rerun make bench") from error

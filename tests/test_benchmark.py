@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import pytest
+
+from recutils.benchmark import (
+    compare,
+    loglog_slope,
+    machine_description,
+    read_results,
+    run_in_subprocess,
+    speed_ratio,
+)
+
+
+def test_compare_alternates_the_order_and_summarises_every_run():
+    calls = []
+    table = compare({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
+    # Warm-up a b, then a b / b a / a b: no candidate always runs first.
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert list(table.index) == ["a", "b"]
+    for _, row in table.iterrows():
+        assert len(row["runs"]) == 3
+        assert row["min_s"] <= row["median_s"] <= row["max_s"]
+
+
+def test_speed_ratio_is_reference_time_over_candidate_time():
+    table = compare({"fast": lambda: None, "slow": lambda: sum(range(200_000))}, repeats=3)
+    assert speed_ratio(table, "fast", "slow") > 1
+    assert speed_ratio(table, "fast", "slow") == pytest.approx(1 / speed_ratio(table, "slow", "fast"))
+    with pytest.raises(KeyError, match="'other' is not among"):
+        speed_ratio(table, "other", "slow")
+
+
+def test_loglog_slope_recovers_a_power_law():
+    x = np.array([10, 100, 1000, 10_000])
+    slope, intercept = loglog_slope(x, 3 * x**2.0)
+    assert slope == pytest.approx(2.0) and np.exp(intercept) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="positive"):
+        loglog_slope([1, 2], [0, 1])
+    with pytest.raises(ValueError, match="at least 2 points"):
+        loglog_slope([1], [1])
+
+
+def _allocate(megabytes: int) -> int:
+    block = np.ones(megabytes * 2**20, dtype=np.uint8)
+    return int(block.sum())
+
+
+def test_run_in_subprocess_sees_the_child_peak_memory():
+    big_result, big_peak, big_before = run_in_subprocess(_allocate, megabytes=300)
+    small_result, small_peak, small_before = run_in_subprocess(_allocate, megabytes=1)
+    assert (small_result, big_result) == (2**20, 300 * 2**20)
+    # Each measurement is its own process: the big one's 300 MB is not in the next one's peak.
+    assert small_peak < big_peak - 100 * 2**20
+    # The peak is about what was resident before the call plus the block (the block may
+    # reuse a few pages freed earlier).
+    assert big_peak - big_before > 290 * 2**20
+    assert small_peak >= small_before
+
+
+def test_machine_description_names_the_hardware():
+    machine = machine_description()
+    assert machine["cores"] >= 1 and machine["memory_gib"] > 0 and machine["cpu"]
+
+
+def test_read_results_round_trip(tmp_path):
+    raw = {
+        "machine": {"cpu": "x", "cores": 2},
+        "date": "2026-11-30 01:00 UTC",
+        "sections": {
+            "retrieval": {
+                "date": "2026-11-30 01:00 UTC",
+                "quick": False,
+                "seconds": 12.5,
+                "targets": [{"target": "t", "value": 1.5, "goal": ">= 1", "met": True}],
+                "tables": {"exact": [{"items": 10, "median_s": 0.1}, {"items": 100, "median_s": 1.0}]},
+            }
+        },
+    }
+    path = tmp_path / "latest.json"
+    path.write_text(json.dumps(raw))
+    results = read_results(path)
+    assert results.table("retrieval", "exact")["items"].tolist() == [10, 100]
+    assert results.targets.to_dict(orient="records") == [
+        {"section": "retrieval", "target": "t", "value": 1.5, "goal": ">= 1", "met": True}
+    ]
+    assert results.runs["seconds"].tolist() == [12.5]
+    with pytest.raises(KeyError, match="no table 'training/x'"):
+        results.table("training", "x")
+
+
+def test_read_results_names_a_missing_or_corrupt_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run make bench"):
+        read_results(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"machine": {}}')
+    with pytest.raises(ValueError, match="is not a benchmark result file"):
+        read_results(tmp_path / "bad.json")
