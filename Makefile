@@ -72,7 +72,7 @@ notebooks: $(STAMP)
 test: unit notebooks html browser
 
 # Benchmarks (not tests): prints tables and writes benchmarks/results/latest.json, which
-# the performance appendix renders. About 30 minutes; pick sections with
+# the performance appendix renders. About 45 minutes on 2 cores; pick sections with
 # BENCH_ARGS="--sections encode retrieval", or BENCH_ARGS=--quick for tiny sizes.
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

@@ -62,7 +62,7 @@ def bench_encode(quick: bool) -> dict:
 
     data = load_movielens_100k()
     reviews = load_clothing_reviews()["review_text"].dropna().astype(str).tolist()
-    corpora = {"MovieLens item texts": item_text(data.items), "clothing reviews": reviews[:3000]}
+    corpora = {"MovieLens item texts": item_text(data.items), "clothing reviews": reviews[:2000]}
     if quick:
         corpora = {name: texts[:100] for name, texts in corpora.items()}
     ours = TextEncoder(use_cache=False)
