@@ -207,10 +207,8 @@ class VectorRecommender(Recommender):
             return super().recommend(users, k, exclude_seen, candidates)
         users = self._check_users(users)
         allowed = self._allowed(users, k, exclude_seen, candidates)
-        if getattr(self, "_vector_index", None) is None:
-            self._vector_index = build_index(
-                self.item_embeddings(), self.index, **getattr(self, "index_params", {})
-            )
+        if self._vector_index is None:
+            self._vector_index = build_index(self.item_embeddings(), self.index, **self.index_params)
         queries = self.user_embeddings(users)
         n_items = self.train_.n_items
         # Ask for enough neighbours that k remain after dropping disallowed items; ask for
