@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from recutils.checks import check_number
 from recutils.recommender import Recommender
 from recutils.split import Interactions
 
@@ -47,8 +48,7 @@ class EASE(Recommender):
     """
 
     def __init__(self, l2: float = 500.0) -> None:
-        if l2 <= 0:
-            raise ValueError(f"l2 must be positive, got {l2}")
+        check_number(l2, "l2", low=0, low_open=True)
         self.l2 = l2
 
     @property
@@ -83,9 +83,9 @@ class TextPopularity(Recommender):
     needs_history = False
 
     def __init__(self, item_vectors: torch.Tensor, l2: float = 1.0) -> None:
-        if l2 <= 0:
-            raise ValueError(f"l2 must be positive, got {l2}")
-        self.item_vectors, self.l2 = item_vectors.double(), l2
+        check_number(l2, "l2", low=0, low_open=True)
+        self.l2 = l2
+        self.item_vectors = item_vectors.double()
 
     def _fit(self, train: Interactions) -> None:
         if len(self.item_vectors) != train.n_items:

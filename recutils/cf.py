@@ -6,6 +6,7 @@ from typing import Literal
 
 import torch
 
+from recutils.checks import check_int, check_number
 from recutils.embeddings import aggregate_user_vectors
 from recutils.index import IndexKind
 from recutils.recommender import Recommender, VectorRecommender
@@ -19,6 +20,9 @@ class _NeighbourCF(Recommender):
     axis: str
 
     def __init__(self, k: int | None = 50, shrinkage: float = 0.0) -> None:
+        if k is not None:
+            check_int(k, "k", minimum=1)
+        check_number(shrinkage, "shrinkage", low=0)
         self.k, self.shrinkage = k, shrinkage
 
     @property
@@ -88,6 +92,9 @@ class ContentRecommender(VectorRecommender):
             weighting,
             label,
         )
+        if weighting not in ("mean", "rating", "recency"):
+            raise ValueError(f"weighting must be 'mean', 'rating' or 'recency', got {weighting!r}")
+        check_number(half_life_days, "half_life_days", low=0, low_open=True)
         self.half_life_days = half_life_days
         # Given user vectors (a profile or a query) score users who have no history.
         self.needs_history = user_vectors is None

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
 import torch
 
+from recutils.checks import check_int, check_number, check_rows
 from recutils.metrics import evaluate
 from recutils.recommender import Recommender, UserIndices, require_fitted_on
+from recutils.selection import Choice, SeedResult, choose
 from recutils.similarity import association_matrix, cosine_similarity
 from recutils.split import Interactions, Split
 
@@ -34,7 +37,8 @@ def normalise_scores(
     Args:
         scores: (n_users, n_items) raw scores.
         method: "minmax" to [0, 1]; "zscore" to mean 0 and standard deviation 1;
-            "rank" to (n − rank + 1) / n with rank 1 the best; "softmax" to a
+            "rank" to (n − rank + 1) / n with rank 1 the best (tied scores share the
+            best rank of their group); "softmax" to a
             probability distribution over the unmasked items, softmax(s / temperature).
         mask: (n_users, n_items) bool, True for entries to ignore (e.g. seen items);
             they come out as 0 (probability 0 for softmax).
@@ -44,8 +48,7 @@ def normalise_scores(
         raise ValueError(f"scores must be (n_users, n_items), got shape {tuple(scores.shape)}")
     if torch.isnan(scores).any():
         raise ValueError("scores contain NaN")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    check_number(temperature, "temperature", low=0, low_open=True)
     if mask is not None and mask.shape != scores.shape:
         raise ValueError(f"mask has shape {tuple(mask.shape)}, scores {tuple(scores.shape)}")
     keep = torch.ones_like(scores, dtype=torch.bool) if mask is None else ~mask
@@ -65,9 +68,10 @@ def normalise_scores(
         var = ((s - mean) ** 2).masked_fill(~keep, 0.0).sum(dim=1, keepdim=True) / count
         out = (s - mean) / var.sqrt().clamp(min=1e-12)
     elif method == "rank":
-        order = torch.argsort(s.masked_fill(~keep, float("-inf")), dim=1, descending=True, stable=True)
-        rank = torch.empty_like(order)
-        rank.scatter_(1, order, torch.arange(1, s.shape[1] + 1).expand_as(order).contiguous())
+        # Tied scores share the best rank of their group (1 + the number of better items): ranks
+        # by position would break ties by item index, which favours low ids.
+        negated = -s.masked_fill(~keep, float("-inf"))
+        rank = torch.searchsorted(torch.sort(negated, dim=1).values, negated, side="left") + 1
         out = (count - rank + 1).float() / count
     else:
         raise ValueError(f"method must be 'minmax', 'zscore', 'rank' or 'softmax', got {method!r}")
@@ -85,7 +89,10 @@ class _Combiner(Recommender):
         weights = [1.0] * len(models) if weights is None else list(weights)
         if len(weights) != len(models):
             raise ValueError(f"{len(models)} models but {len(weights)} weights")
-        if any(w < 0 for w in weights) or sum(weights) == 0:
+        # A NaN weight would fail every comparison and silently drop its model.
+        for j, weight in enumerate(weights):
+            check_number(weight, f"weights[{j}]", low=0)
+        if sum(weights) == 0:
             raise ValueError(f"weights must be non-negative and not all zero, got {weights}")
         self.models, self.weights, self.label = list(models), weights, label
 
@@ -131,11 +138,18 @@ class ScoreFusion(_Combiner):
         if method not in ("combsum", "combmnz", "mixture"):
             raise ValueError(f"method must be 'combsum', 'combmnz' or 'mixture', got {method!r}")
         super().__init__(models, weights, label or f"{method}({', '.join(m.name for m in models)})")
-        temperatures = (
-            [temperature] * len(self.models) if isinstance(temperature, int | float) else temperature
-        )
+        scalar = isinstance(temperature, str | bytes) or not isinstance(temperature, Sequence)
+        temperatures = [temperature] * len(self.models) if scalar else list(temperature)
         if len(temperatures) != len(self.models):
             raise ValueError(f"{len(self.models)} models but {len(temperatures)} temperatures")
+        # τ = 0 would make every item tie and τ < 0 would invert the ranking.
+        for j, tau in enumerate(temperatures):
+            check_number(tau, "temperature" if scalar else f"temperature[{j}]", low=0, low_open=True)
+        if normalisation not in ("minmax", "zscore", "rank", "softmax"):
+            raise ValueError(
+                f"normalisation must be 'minmax', 'zscore', 'rank' or 'softmax', got {normalisation!r}"
+            )
+        depth = check_int(depth, "depth", minimum=1)
         self.method, self.normalisation, self.temperatures, self.depth = (
             method,
             normalisation,
@@ -195,8 +209,8 @@ class RankFusion(_Combiner):
     ) -> None:
         if method not in ("rrf", "borda"):
             raise ValueError(f"method must be 'rrf' or 'borda', got {method!r}")
-        if k < 0 or depth < 1:
-            raise ValueError(f"need k >= 0 and depth >= 1, got k={k}, depth={depth}")
+        check_number(k, "k", low=0)
+        check_int(depth, "depth", minimum=1)
         super().__init__(models, weights, label or f"{method}({', '.join(m.name for m in models)})")
         self.method, self.k, self.depth = method, k, depth
 
@@ -241,8 +255,13 @@ class MatrixCombination(Recommender):
             raise ValueError(f"weights must name terms from {self.TERMS}; got {sorted(weights)}")
         if "content" in weights and item_vectors is None:
             raise ValueError("the content term needs item_vectors")
-        if any(w < 0 for w in weights.values()):
-            raise ValueError(f"weights must be non-negative, got {weights}")
+        for term, weight in weights.items():
+            check_number(weight, f"weights[{term!r}]", low=0)
+        if sum(weights.values()) == 0:
+            raise ValueError(f"weights must not all be zero (nothing would be scored), got {weights}")
+        if k is not None:
+            check_int(k, "k", minimum=1)
+        check_int(chunk_size, "chunk_size", minimum=1)
         self.weights, self.item_vectors, self.k, self.chunk_size, self.label = (
             weights,
             item_vectors,
@@ -263,6 +282,7 @@ class MatrixCombination(Recommender):
         if self.weights.get("user_cf", 0) > 0:
             self.terms_["user_cf"] = ("left", association_matrix(train, "user", k=self.k))
         if self.weights.get("content", 0) > 0:
+            check_rows(self.item_vectors, "item_vectors", train.n_items)
             text = cosine_similarity(self.item_vectors).fill_diagonal_(0.0)
             if self.k is not None:
                 top = torch.topk(text, self.k, dim=1)
@@ -299,8 +319,8 @@ class MMRReranker(Recommender):
     needs_history = False
 
     def __init__(self, base: Recommender, item_vectors: torch.Tensor, lambda_: float = 0.7, pool: int = 100):
-        if not 0 <= lambda_ <= 1:
-            raise ValueError(f"lambda_ must lie in [0, 1], got {lambda_}")
+        check_number(lambda_, "lambda_", low=0, high=1)
+        check_int(pool, "pool", minimum=1)
         self.base, self.item_vectors, self.lambda_, self.pool = base, item_vectors, lambda_, pool
 
     @property
@@ -309,6 +329,7 @@ class MMRReranker(Recommender):
 
     def _fit(self, train: Interactions) -> None:
         require_fitted_on(self.base, train)
+        check_rows(self.item_vectors, "item_vectors", train.n_items)
         self.unit_ = torch.nn.functional.normalize(self.item_vectors.float(), dim=1)
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
@@ -325,8 +346,7 @@ class MMRReranker(Recommender):
 
         Returns: (n_users_given, k) int64 item indices.
         """
-        if not isinstance(k, int) or not 1 <= k <= self.pool:
-            raise ValueError(f"k must be an integer in 1..{self.pool} (the re-ranking pool), got {k!r}")
+        k = check_int(k, "k (at most the re-ranking pool)", minimum=1, maximum=self.pool)
         users = self._check_users(users)
         pool = self.base.recommend(users, self.pool, exclude_seen, candidates)  # (b, pool)
         relevance = normalise_scores(torch.gather(self.base.score(users), 1, pool))
@@ -348,7 +368,8 @@ class MMRReranker(Recommender):
 
 def simplex_grid(n: int, step: float) -> list[tuple[float, ...]]:
     """All weight vectors of length n with entries in multiples of ``step`` summing to 1."""
-    if n < 1 or not 0 < step <= 1:
+    check_int(n, "n", minimum=1)
+    if not 0 < step <= 1:
         raise ValueError(f"need n >= 1 and 0 < step <= 1, got n={n}, step={step}")
     units = round(1 / step)
     if abs(units * step - 1) > 1e-9:
@@ -365,7 +386,8 @@ def tune_weights(
     n_models: int,
     validation: Split,
     step: float = 0.25,
-    metric: str = "NDCG@10",
+    metric: str | None = None,
+    k: int = 10,
 ) -> tuple[tuple[float, ...], pd.DataFrame]:
     """Choose combination weights on a validation split (never on test).
 
@@ -373,11 +395,19 @@ def tune_weights(
         make: builds a combiner from a weight vector, over models fitted on ``validation.train``.
         n_models: length of the weight vector.
         step: grid step on the simplex of weights.
+        metric: the column to maximise; default ``NDCG@{k}``.
+        k: the list length every weight vector is evaluated at (the one the results report).
     Returns: the best weights and a table of every weight vector's metrics.
     """
+    k = check_int(k, "k", minimum=1)
+    metric = f"NDCG@{k}" if metric is None else metric
+    if not metric.endswith(f"@{k}"):
+        raise ValueError(f"metric {metric!r} is not measured at k={k}; pass metric='NDCG@{k}' or k to match")
     rows = []
     for weights in simplex_grid(n_models, step):
-        result = evaluate(make(weights).fit(validation.train), validation)
+        result = evaluate(make(weights).fit(validation.train), validation, k=k)
+        if metric not in result.columns:
+            raise ValueError(f"unknown metric {metric!r}; choose from {list(result.columns)}")
         rows.append({"weights": weights, **result.iloc[0].to_dict()})
     table = pd.DataFrame(rows)
     return table.loc[table[metric].idxmax(), "weights"], table
@@ -392,3 +422,200 @@ def intra_list_diversity(recommended: torch.Tensor, item_vectors: torch.Tensor) 
     k = recommended.shape[1]
     off_diagonal = (sims.sum(dim=(1, 2)) - sims.diagonal(dim1=1, dim2=2).sum(dim=1)) / (k * (k - 1))
     return float((1 - off_diagonal).mean())
+
+
+# --- Honest combination studies: every choice on validation, learned members over seeds -----
+
+
+class CachedScores(Recommender):
+    """A fitted model whose scores are remembered per batch of users.
+
+    Tuning a combination evaluates dozens of weight vectors over the same members;
+    with this wrapper each member scores each batch of users once, not once per vector.
+    Its name, history needs, rankings and tie-break are the wrapped model's.
+    """
+
+    def __init__(self, model: Recommender) -> None:
+        if not hasattr(model, "train_"):
+            raise ValueError(f"{model.name} is not fitted; fit it before caching its scores")
+        self.model = model
+        self.needs_history = model.needs_history
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def _fit(self, train: Interactions) -> None:
+        require_fitted_on(self.model, train)
+        self._memo: dict[bytes, torch.Tensor] = {}
+
+    def _score(self, users: torch.Tensor) -> torch.Tensor:
+        key = users.numpy().tobytes()
+        if key not in self._memo:
+            self._memo[key] = self.model.score(users)
+        return self._memo[key]
+
+
+def cache_scores(models: Sequence[Recommender]) -> list[CachedScores]:
+    """Wrap fitted models in :class:`CachedScores` (fitted on the models' own train data)."""
+    return [CachedScores(m).fit(m.train_) for m in models]
+
+
+#: The combinations chapter 5 compares, in table order.
+COMBINATIONS = (
+    "RRF (k=60), equal weights",
+    "Borda, equal weights",
+    "CombSUM (min-max), equal weights",
+    "CombSUM (min-max), tuned weights",
+    "CombMNZ (min-max), equal weights",
+    "softmax mixture, tuned",
+    "matrix combination, tuned",
+)
+#: The mixture temperatures searched on validation.
+TEMPERATURES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+#: Why the largest temperature can stand as a choice: it is a limit, not a cut-off.
+LARGE_TEMPERATURE_LIMIT = (
+    "as τ grows, softmax(z / τ) ≈ (1 + z / τ) / n, so the mixture ranks like CombSUM of "
+    "z-scored scores; larger temperatures change the lists less and less"
+)
+
+
+@dataclass(frozen=True)
+class CombinationSettings:
+    """What validation chose for the tuned combinations of one set of members.
+
+    Attributes:
+        combsum: CombSUM weights, one per member.
+        temperature: the mixture temperature, chosen with equal weights (a ``Choice``).
+        mixture: mixture weights at that temperature, one per member.
+        matrix: weights of the matrix combination's terms (``MatrixCombination.TERMS``).
+    """
+
+    combsum: tuple[float, ...]
+    temperature: Choice
+    mixture: tuple[float, ...]
+    matrix: tuple[float, ...]
+
+
+def tune_matrix(
+    validation: Split, item_vectors: torch.Tensor, step: float = 0.25, k: int | None = 200
+) -> tuple[float, ...]:
+    """Weights of the matrix combination's three terms, chosen on ``validation``.
+
+    Each term's product is computed once; a weight vector then only re-weights them
+    (CombSUM of the min-max normalised terms is exactly the matrix combination).
+    """
+    terms = cache_scores(
+        [
+            MatrixCombination({term: 1.0}, item_vectors=item_vectors, k=k, label=term).fit(validation.train)
+            for term in MatrixCombination.TERMS
+        ]
+    )
+    best, _ = tune_weights(lambda w: ScoreFusion(terms, w), len(terms), validation, step=step)
+    return best
+
+
+def tune_combinations(
+    members: Sequence[Recommender],
+    validation: Split,
+    matrix: Sequence[float],
+    temperatures: Sequence[float] = TEMPERATURES,
+    step: float = 0.25,
+) -> CombinationSettings:
+    """Choose CombSUM weights, the mixture temperature and mixture weights on ``validation``.
+
+    Args:
+        members: models fitted on ``validation.train`` (wrap them with :func:`cache_scores`).
+        matrix: the matrix combination's weights (from :func:`tune_matrix`; they do not
+            depend on the members, so they are tuned once).
+        temperatures: an ordered grid; a choice at its edge raises (widen it), except at a
+            largest temperature of 16 or more, the mixture's limit (see :data:`LARGE_TEMPERATURE_LIMIT`).
+    """
+    n = len(members)
+    combsum, _ = tune_weights(lambda w: ScoreFusion(members, w), n, validation, step=step)
+    temperature = choose(
+        {
+            tau: evaluate(
+                ScoreFusion(members, method="mixture", temperature=tau).fit(validation.train), validation
+            )["NDCG@10"].iloc[0]
+            for tau in temperatures
+        },
+        ordered=True,
+        edge_reason=LARGE_TEMPERATURE_LIMIT if max(temperatures) >= 16 else None,
+    )
+    if len(temperatures) >= 3 and temperature.best == min(temperatures):
+        raise ValueError(f"validation chose τ = {temperature.best}, the smallest of {list(temperatures)}; widen the grid")
+    mixture, _ = tune_weights(
+        lambda w: ScoreFusion(members, w, method="mixture", temperature=temperature.best),
+        n,
+        validation,
+        step=step,
+    )
+    return CombinationSettings(tuple(combsum), temperature, tuple(mixture), tuple(matrix))
+
+
+def build_combinations(
+    members: Sequence[Recommender], settings: CombinationSettings, item_vectors: torch.Tensor
+) -> dict[str, Recommender]:
+    """The combinations of :data:`COMBINATIONS` over ``members`` (unfitted), keyed by name."""
+    built: list[Recommender] = [
+        RankFusion(members),
+        RankFusion(members, method="borda"),
+        ScoreFusion(members),
+        ScoreFusion(members, settings.combsum),
+        ScoreFusion(members, method="combmnz"),
+        ScoreFusion(members, settings.mixture, method="mixture", temperature=settings.temperature.best),
+        MatrixCombination(dict(zip(MatrixCombination.TERMS, settings.matrix, strict=True)), item_vectors=item_vectors),
+    ]
+    for combination, name in zip(built, COMBINATIONS, strict=True):
+        combination.label = name
+    return dict(zip(COMBINATIONS, built, strict=True))
+
+
+def member_weights(combination: Recommender) -> dict[str, float]:
+    """A combination's weight per member name (per term for a :class:`MatrixCombination`)."""
+    if isinstance(combination, MatrixCombination):
+        return dict(combination.weights)
+    if isinstance(combination, _Combiner):
+        total: dict[str, float] = {}
+        for model, weight in zip(combination.models, combination.weights, strict=True):
+            total[model.name] = total.get(model.name, 0.0) + weight
+        return total
+    raise TypeError(f"{type(combination).__name__} is not a combination")
+
+
+def evaluate_over_seeds(
+    systems: Callable[[int], Mapping[str, Recommender]],
+    split: Split,
+    seeds: Sequence[int] = (0, 1, 2),
+    k: int = 10,
+) -> dict[str, SeedResult]:
+    """Evaluate every system of ``systems(seed)`` on ``split`` for every seed.
+
+    A system that is the very same object for every seed (a deterministic model) is
+    evaluated once and reported with n = 1; the others once per seed.
+
+    Args:
+        systems: seed -> name -> recommender (fitted on ``split.train``, or a combination
+            of such models, which is fitted here).
+    Returns: name -> :class:`~recutils.selection.SeedResult`, in the order of the first seed's systems.
+    """
+    if len(seeds) == 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and non-empty, got {list(seeds)}")
+    metric = f"NDCG@{k}"
+    by_seed = {seed: dict(systems(seed)) for seed in seeds}
+    results = {}
+    for name in by_seed[seeds[0]]:
+        models = [by_seed[seed].get(name) for seed in seeds]
+        if any(m is None for m in models):
+            raise ValueError(f"system {name!r} is missing for some seeds")
+        same = all(m is models[0] for m in models)
+        summaries, per_user = [], {}
+        for seed, model in zip(seeds[:1] if same else seeds, models, strict=False):
+            if not hasattr(model, "train_") or model.train_.fingerprint() != split.train.fingerprint():
+                model.fit(split.train)
+            summary, users = evaluate(model, split, k=k, per_user=True)
+            summaries.append(summary.assign(seed=seed).set_index("seed"))
+            per_user[seed] = users[metric]
+        results[name] = SeedResult(pd.concat(summaries), pd.DataFrame(per_user), metric)
+    return results

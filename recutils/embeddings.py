@@ -14,6 +14,7 @@ from typing import Literal
 import pandas as pd
 import torch
 
+from recutils.checks import check_number
 from recutils.similarity import top_k_neighbours
 from recutils.split import Interactions
 
@@ -105,6 +106,8 @@ def aggregate_user_vectors(
     """
     if item_vectors.ndim != 2 or len(item_vectors) != train.n_items:
         raise ValueError(f"item_vectors must be ({train.n_items}, dim), got {tuple(item_vectors.shape)}")
+    # A negative half-life would weight old items more, and 0 divides by zero.
+    check_number(half_life_days, "half_life_days", low=0, low_open=True)
     frame = train.frame
     if weighting == "mean":
         weights = torch.ones(len(frame))
@@ -162,3 +165,24 @@ def genre_agreement_by_chance(genres: torch.Tensor) -> float:
     shared = (g @ g.T) > 0
     n = len(g)
     return ((shared.sum() - n) / (n * (n - 1))).item()
+
+
+def popularity_along_components(vectors: torch.Tensor, counts: torch.Tensor, components: int = 2) -> float:
+    """How strongly popularity lines up with the main directions of a set of item vectors.
+
+    Args:
+        vectors: (n_items, dim) item vectors.
+        counts: (n_items,) interactions per item.
+        components: how many leading principal components to look at.
+    Returns: the largest |Spearman ρ| between ``counts`` and the items' coordinates on one of
+    the first ``components`` principal components, in [0, 1].
+    """
+    if vectors.ndim != 2 or len(vectors) != len(counts):
+        raise ValueError(f"need (n_items, dim) vectors and (n_items,) counts, got {tuple(vectors.shape)} and {tuple(counts.shape)}")
+    if not 1 <= components <= min(vectors.shape):
+        raise ValueError(f"components must lie in 1..{min(vectors.shape)}, got {components}")
+    centred = vectors.double() - vectors.double().mean(dim=0)
+    _, _, basis = torch.linalg.svd(centred, full_matrices=False)
+    coordinates = pd.DataFrame((centred @ basis[:components].T).numpy())
+    popularity = pd.Series(counts.double().numpy())
+    return float(max(abs(coordinates[c].corr(popularity, method="spearman")) for c in coordinates))

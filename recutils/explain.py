@@ -13,7 +13,8 @@ import torch
 
 from recutils.baselines import EASE
 from recutils.cf import ContentRecommender, ItemKNN
-from recutils.recommender import Recommender
+from recutils.recommender import Recommender, require_fitted_on
+from recutils.split import Interactions
 from recutils.twotower import TwoTower
 
 
@@ -36,6 +37,39 @@ def fold_in_scores(model: Recommender, histories: torch.Tensor) -> torch.Tensor:
     if isinstance(model, TwoTower):
         return model.score_histories(histories)
     raise TypeError(f"fold-in scoring is not defined for {model.name}")
+
+
+class FoldIn(Recommender):
+    """A fitted model that serves users from the histories of other interactions, without retraining.
+
+    ``FoldIn(model).fit(changed)`` scores each user from their rows of ``changed`` (for
+    example, cold users whose histories were cut to one film) with the weights ``model``
+    learned on its own train data: how a new user is served by a model trained on everyone
+    else. Works for the models :func:`fold_in_scores` knows.
+
+    Args:
+        base: a fitted EASE, ItemKNN, ContentRecommender (mean of history) or history TwoTower.
+    """
+
+    def __init__(self, base: Recommender) -> None:
+        if not hasattr(base, "train_"):
+            raise RuntimeError(f"{base.name} is not fitted; fit it before folding users in")
+        self.base = base
+
+    @property
+    def name(self) -> str:
+        return self.base.name
+
+    def _fit(self, train: Interactions) -> None:
+        if (train.n_users, train.n_items) != (self.base.train_.n_users, self.base.train_.n_items):
+            raise ValueError(
+                f"the histories have {train.n_users} users × {train.n_items} items, the model was trained "
+                f"on {self.base.train_.n_users} × {self.base.train_.n_items}: fold in the same users and items"
+            )
+        self.histories_ = train.matrix(binary=True)
+
+    def _score(self, users: torch.Tensor) -> torch.Tensor:
+        return fold_in_scores(self.base, self.histories_[users])
 
 
 def cite_history_items(histories: torch.Tensor, items: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:

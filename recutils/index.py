@@ -10,6 +10,7 @@ vectors take the same name as their ``index`` argument.
 from __future__ import annotations
 
 import importlib.util
+import numbers
 from abc import ABC, abstractmethod
 from typing import Literal
 
@@ -42,7 +43,7 @@ class VectorIndex(ABC):
         """The k best items for each query.
 
         Args:
-            queries: (q, dim) query vectors.
+            queries: (q, dim) finite query vectors; q = 0 gives (0, k) results.
             k: results per query, 1..n.
         Returns: (q, k) float32 inner products, best first, and (q, k) int64 item
             indices; an approximate index may return fewer than k real items, padded
@@ -50,8 +51,15 @@ class VectorIndex(ABC):
         """
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must be (q, {self.dim}), got shape {tuple(queries.shape)}")
-        if not isinstance(k, int) or not 1 <= k <= self.n:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= self.n:
             raise ValueError(f"k must be an integer in 1..{self.n} (the indexed items), got {k!r}")
+        k = int(k)
+        if len(queries) == 0:
+            return torch.zeros(0, k), torch.zeros(0, k, dtype=torch.int64)
+        if not torch.isfinite(queries).all():
+            # A NaN query has no nearest items: its scores would be NaN and its ids arbitrary.
+            bad = torch.nonzero(~torch.isfinite(queries).all(dim=1)).flatten()[:5].tolist()
+            raise ValueError(f"queries {bad} contain NaN or infinite values")
         return self._search(queries.detach().float().contiguous(), k)
 
     @abstractmethod
@@ -80,8 +88,10 @@ class ExactIndex(VectorIndex):
         self, vectors: torch.Tensor, chunk_items: int | None = None, device: str | torch.device | None = None
     ) -> None:
         super().__init__(vectors)
-        if chunk_items is not None and chunk_items < 1:
-            raise ValueError(f"chunk_items must be positive, got {chunk_items}")
+        if chunk_items is not None and (
+            isinstance(chunk_items, bool) or not isinstance(chunk_items, numbers.Integral) or chunk_items < 1
+        ):
+            raise ValueError(f"chunk_items must be a positive integer, got {chunk_items!r}")
         self.device = pick_device(device)
         self.vectors = vectors.detach().float().to(self.device).contiguous()
         self.chunk_items = chunk_items

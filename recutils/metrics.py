@@ -17,6 +17,7 @@ Each per-user metric is averaged over users with at least one test item.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from recutils.checks import check_int
 from recutils.recommender import Recommender
 from recutils.split import Split
 
@@ -132,9 +134,11 @@ def evaluate(
             f"{model.name} was fitted on other data than this split's train set; "
             "evaluating it here would leak test interactions or rank the wrong items"
         )
+    k = check_int(k, "k", minimum=1)
     relevant_by_user = split.test.items_by_user()
     if not relevant_by_user:
         raise ValueError("the split has no test interactions")
+    _check_disjoint(split)
     users = torch.tensor(sorted(relevant_by_user), dtype=torch.int64)
     relevant = [relevant_by_user[int(u)] for u in users]
     recommended = model.recommend(users, k, exclude_seen=True, candidates=split.candidates)
@@ -157,6 +161,39 @@ def evaluate(
     return (summary, table) if per_user else summary
 
 
+def _check_disjoint(split: Split) -> None:
+    """Refuse a split in which a (user, item) pair is both train and test: seen items are never
+    recommended, so such a test item could never be hit."""
+    n_items = split.train.n_items
+    train, test = (
+        part.frame["user"].to_numpy(np.int64) * n_items + part.frame["item"].to_numpy(np.int64)
+        for part in (split.train, split.test)
+    )
+    both = np.isin(test, train)
+    if both.any():
+        user, item = divmod(int(test[both][0]), n_items)
+        raise ValueError(
+            f"split: {int(both.sum())} test (user, item) pairs are also in train "
+            f"(e.g. user {user}, item {item}); a seen item is never recommended, so they could "
+            "never be hit: build the interactions with one row per pair before splitting"
+        )
+
+
+def edge_parameters(best: Mapping[str, Any], grid: Mapping[str, Sequence[Any]]) -> list[str]:
+    """The numeric parameters whose chosen value is the smallest or largest of a grid of 3+ values.
+
+    A choice at the edge of its grid is not a choice: the best value may lie beyond it.
+    """
+    edges = []
+    for name, values in grid.items():
+        numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(values) < 3 or len(numeric) != len(values):
+            continue
+        if best[name] in (min(numeric), max(numeric)):
+            edges.append(name)
+    return edges
+
+
 def tune(
     make_model: Callable[..., Recommender],
     grid: Mapping[str, Sequence[Any]],
@@ -164,6 +201,7 @@ def tune(
     metric: str = "NDCG@10",
     k: int = 10,
     progress: bool = True,
+    allow_edge: bool = False,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Grid search on a validation split (never the test split).
 
@@ -172,7 +210,11 @@ def tune(
         grid: candidate values per keyword argument.
         validation: from :func:`~recutils.split.validation_split`.
         progress: show a progress bar over the settings.
+        allow_edge: accept a best value at the edge of a numeric grid (say why in the text).
     Returns: the best keyword arguments and a table of every setting's metrics.
+    Raises:
+        ValueError: the best value of a numeric parameter is at the edge of its grid
+            (unless ``allow_edge``): widen the grid.
     """
     if not grid or any(len(v) == 0 for v in grid.values()):
         raise ValueError("grid needs at least one value for every parameter")
@@ -184,4 +226,63 @@ def tune(
             raise ValueError(f"unknown metric {metric!r}; choose from {list(result.columns)}")
         rows.append({**params, **result.iloc[0].to_dict()})
     table = pd.DataFrame(rows)
-    return settings[int(table[metric].to_numpy().argmax())], table
+    best = settings[int(table[metric].to_numpy().argmax())]
+    edges = edge_parameters(best, grid)
+    if edges and not allow_edge:
+        detail = ", ".join(f"{name}={best[name]!r} (grid {list(grid[name])})" for name in edges)
+        raise ValueError(f"validation chose the edge of the grid for {detail}; widen the grid")
+    return best, table
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """A paired-bootstrap estimate of mean(a − b) over users, with a percentile interval."""
+
+    difference: float
+    low: float
+    high: float
+    level: float
+    n_users: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True when the whole interval lies on one side of 0."""
+        return self.low > 0 or self.high < 0
+
+    def verdict(self, higher: str = "higher", lower: str = "lower", tie: str = "within noise") -> str:
+        """``higher`` or ``lower`` when the interval excludes 0 on that side, else ``tie``."""
+        return higher if self.low > 0 else lower if self.high < 0 else tie
+
+    def __str__(self) -> str:
+        return f"{self.difference:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
+
+
+def paired_bootstrap(
+    a: pd.Series, b: pd.Series, n_resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> Bootstrap:
+    """Paired bootstrap over users of the mean per-user difference a − b.
+
+    The users are resampled with replacement ``n_resamples`` times; each resample's
+    mean difference is one draw, and the interval is the central ``level`` share of
+    the draws (percentile method). Pairing (the same users on both sides) removes the
+    variation between users that both models share.
+
+    Args:
+        a, b: per-user metric values indexed by user (e.g. ``evaluate(..., per_user=True)[1]["NDCG@10"]``);
+            both must hold the same users.
+    Returns: the observed mean difference and its interval.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    if n_resamples < 100:
+        raise ValueError(f"n_resamples must be at least 100, got {n_resamples}")
+    if len(a) == 0 or set(a.index) != set(b.index) or len(a) != len(b):
+        raise ValueError("a and b must hold per-user values for the same, non-empty set of users")
+    diff = (a - b.reindex(a.index)).to_numpy(np.float64)
+    if not np.isfinite(diff).all():
+        raise ValueError("per-user values must be finite")
+    rng = np.random.default_rng(seed)
+    draws = diff[rng.integers(0, len(diff), size=(n_resamples, len(diff)))].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return Bootstrap(float(diff.mean()), float(low), float(high), level, len(diff))

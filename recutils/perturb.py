@@ -3,6 +3,12 @@
 Each function returns a new :class:`~recutils.split.Split` whose test part is the
 original one (re-indexed only when users are added), so the same test users are
 measured before and after the change.
+
+A change that removes real train interactions (a subsample, noise that replaces
+ratings) has a trap: the removed films are no longer "seen", so a model recommends
+them (they are films the user really watched, and popular) and they count as
+misses. Wrap the model in :class:`ExcludeConsumed` with the original train data so
+that what each user consumed is still never recommended.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recutils.recommender import Recommender, require_fitted_on
 from recutils.split import Interactions, Split
 
 
@@ -96,3 +103,51 @@ def add_noise(split: Split, share: float, seed: int = 0) -> Split:
         seen[user, item] = True
         frame.iat[row, frame.columns.get_loc("item")] = item
     return _with_train(split, frame)
+
+
+class ExcludeConsumed(Recommender):
+    """A fitted model whose lists also skip what each user consumed in ``consumed``.
+
+    Use it to evaluate a model fitted on changed train data (a subsample, noise) as a
+    real system would serve it: the films a user watched are never recommended, even
+    if the changed data lost them. Scores are the base model's.
+
+    Args:
+        base: a recommender fitted on the changed train data.
+        consumed: the original train interactions (same items; users beyond its
+            ``n_users``, such as injected fakes, keep only their own history).
+    """
+
+    def __init__(self, base: Recommender, consumed: Interactions) -> None:
+        self.base, self.consumed = base, consumed
+        self.needs_history = base.needs_history
+
+    @property
+    def name(self) -> str:
+        return self.base.name
+
+    def _bind(self, train: Interactions) -> None:
+        super()._bind(train)
+        if self.consumed.n_items != train.n_items:
+            raise ValueError(
+                f"consumed has {self.consumed.n_items} items, the train data {train.n_items}: "
+                "pass the original train interactions of the same catalogue"
+            )
+        n = min(train.n_users, self.consumed.n_users)
+        self.seen_[:n] |= self.consumed.matrix(binary=True)[:n] > 0
+
+    def _fit(self, train: Interactions) -> None:
+        require_fitted_on(self.base, train)
+
+    def _score(self, users: torch.Tensor) -> torch.Tensor:
+        return self.base.score(users)
+
+
+def target_reach(model: Recommender, users: torch.Tensor, target: int, k: int = 10) -> float:
+    """The share of ``users`` whose top-``k`` list contains ``target`` (what a push attack wants).
+
+    Returns: a float in [0, 1].
+    """
+    if not 0 <= target < model.train_.n_items:
+        raise ValueError(f"target {target} is not an item index (0..{model.train_.n_items - 1})")
+    return float((model.recommend(users, k) == target).any(dim=1).float().mean())

@@ -14,6 +14,7 @@ once on the full train part for the test numbers.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -24,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recutils.baselines import EASE, Popularity
+from recutils.checks import check_int, check_number
 from recutils.cf import ContentRecommender, ItemKNN
 from recutils.combine import ScoreFusion, tune_weights
 from recutils.metrics import evaluate
@@ -75,7 +77,12 @@ class DatasetDescription:
     user_text: Callable[[Interactions], list[str]] | None = None
 
     def to_interactions(self) -> Interactions:
-        """Step 1: the interactions over contiguous user and item indices."""
+        """Step 1: the interactions over contiguous user and item indices.
+
+        Repeated (user, item) rows are dropped with a warning, keeping each pair's earliest
+        row; missing ids, times or ratings and fractional ratings raise a ValueError that
+        names the column.
+        """
         for column in [self.user, self.item, self.time, self.rating]:
             if column is not None and column not in self.interactions.columns:
                 raise ValueError(f"{self.name}: interactions have no column {column!r}")
@@ -85,6 +92,21 @@ class DatasetDescription:
         if not item_ids.is_unique:
             raise ValueError(f"{self.name}: item ids in items[{self.item!r}] are not unique")
         frame = self.interactions
+        if frame.empty:
+            raise ValueError(f"{self.name}: interactions is empty")
+        for column in [self.user, self.item, self.time, self.rating]:
+            if column is not None and frame[column].isna().any():
+                raise ValueError(
+                    f"{self.name}: interactions column {column!r} has {int(frame[column].isna().sum())} "
+                    "missing values; drop or fill those rows first"
+                )
+        if self.rating is not None:
+            ratings = frame[self.rating]
+            if not pd.api.types.is_numeric_dtype(ratings) or (ratings != np.floor(ratings)).any():
+                raise ValueError(
+                    f"{self.name}: rating column {self.rating!r} must hold whole numbers (ratings are stored "
+                    "as integers; 4.5 would become 4); scale them first, e.g. stars * 2"
+                )
         item_index = item_ids.get_indexer(frame[self.item])
         if (item_index < 0).any():
             unknown = frame[self.item][item_index < 0].iloc[0]
@@ -99,6 +121,17 @@ class DatasetDescription:
                 "timestamp": frame[self.time].to_numpy(np.int64) if self.time else np.arange(n),
             }
         )
+        # Repeated (user, item) rows would be counted twice by the metrics, and a pair with a
+        # row in train and one in test could never be recommended: keep each pair's first row.
+        repeated = table.sort_values("timestamp", kind="stable").duplicated(["user", "item"])
+        if repeated.any():
+            warnings.warn(
+                f"{self.name}: dropped {int(repeated.sum())} repeated (user, item) interactions, "
+                "keeping the earliest of each pair",
+                UserWarning,
+                stacklevel=2,
+            )
+            table = table.drop(index=repeated[repeated].index).reset_index(drop=True)
         return Interactions(table, int(user_index.max()) + 1, len(item_ids))
 
     def texts_for_items(self, train: Interactions) -> list[str]:
@@ -164,6 +197,8 @@ class Pipeline:
             raise ValueError("the pipeline needs at least one model")
         if self.protocol not in SPLITS:
             raise ValueError(f"protocol must be one of {list(SPLITS)}, got {self.protocol!r}")
+        check_int(self.k, "k", minimum=1)
+        check_number(self.weight_step, "weight_step", low=0, high=1, low_open=True)
         encoder = self.encoder or TextEncoder()
         split = SPLITS[self.protocol](dataset.to_interactions())
         validation = validation_split(split)
@@ -182,6 +217,7 @@ class Pipeline:
                 validation,
                 step=self.weight_step,
                 metric=f"NDCG@{self.k}",
+                k=self.k,
             )
             weights = dict(zip(names, best, strict=True))
             combined = ScoreFusion(list(models.values()), best).fit(split.train)

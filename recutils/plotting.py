@@ -95,6 +95,29 @@ def plot_embedding_map(
     return fig
 
 
+def plot_popularity_maps(panels: dict[str, torch.Tensor], counts: torch.Tensor) -> Figure:
+    """Item vectors on their first two principal components, one panel per space, coloured by
+    log(1 + number of train interactions).
+
+    Args:
+        panels: name -> (n_items, dim) vectors of the same items.
+        counts: (n_items,) train interactions per item.
+    """
+    if any(len(v) != len(counts) for v in panels.values()):
+        raise ValueError(f"every panel needs one vector per item ({len(counts)})")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), layout="constrained", squeeze=False)
+    colour = np.log1p(counts.float().numpy())
+    for ax, (name, vectors) in zip(axes[0], panels.items(), strict=True):
+        centred = vectors.float() - vectors.float().mean(dim=0)
+        _, _, components = torch.linalg.svd(centred, full_matrices=False)
+        xy = (centred @ components[:2].T).numpy()
+        order = np.argsort(colour)  # popular films drawn last, on top
+        points = ax.scatter(*xy[order].T, c=colour[order], s=7, cmap="viridis")
+        ax.set(title=name, xlabel="PC 1", ylabel="PC 2", xticks=[], yticks=[])
+    fig.colorbar(points, ax=axes[0].tolist(), label="log(1 + train ratings)")
+    return fig
+
+
 def plot_similarity_heatmaps(matrices: dict[str, torch.Tensor], labels: Sequence[str]) -> Figure:
     """Side-by-side heatmaps of square similarity matrices over the same labelled items."""
     for name, matrix in matrices.items():

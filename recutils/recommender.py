@@ -14,6 +14,7 @@ from typing import Self
 import numpy as np
 import torch
 
+from recutils.checks import check_int
 from recutils.index import INDEX_KINDS, build_index
 from recutils.split import Interactions
 
@@ -104,8 +105,7 @@ class Recommender(ABC):
         self, users: torch.Tensor, k: int, exclude_seen: bool, candidates: torch.Tensor | None
     ) -> torch.Tensor:
         """(b, n_items) bool: what each user may be recommended; raises if fewer than k."""
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = check_int(k, "k", minimum=1)
         allowed = torch.ones(len(users), self.train_.n_items, dtype=torch.bool)
         if candidates is not None:
             if candidates.dtype != torch.bool or candidates.shape != (self.train_.n_items,):
@@ -145,9 +145,13 @@ class Recommender(ABC):
     def _check_users(self, users: UserIndices) -> torch.Tensor:
         if not hasattr(self, "train_"):
             raise RuntimeError(f"{self.name} is not fitted; call fit(train) first")
-        users = torch.as_tensor(users, dtype=torch.int64).reshape(-1)
-        if len(users) == 0:
+        given = torch.as_tensor(users)
+        if given.numel() == 0:
             raise ValueError("no users given")
+        if given.dtype.is_floating_point or given.dtype.is_complex or given.dtype == torch.bool:
+            # as int64 a float index would be truncated (0.5 becomes user 0).
+            raise ValueError(f"users must be integer user indices, got dtype {given.dtype}")
+        users = given.to(torch.int64).reshape(-1)
         n = self.train_.n_users
         outside = users[(users < 0) | (users >= n)]
         if len(outside):

@@ -35,8 +35,13 @@ class EncodeBatch:
         self.encoder = TextEncoder(use_cache=False, precision=precision)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Adds a (batch, dim) float32 ``vector`` column for the ``text`` column."""
-        texts = [str(text) for text in batch["text"]]
+        """Adds a (batch, dim) float32 ``vector`` column for the ``text`` column.
+
+        Raises: TypeError for a missing text (None, NaN), as ``TextEncoder.encode`` does;
+        str() would have encoded them as the words "None" and "nan".
+        """
+        # numpy hands back np.str_ (a str); anything that is not a str stays as it is and is refused.
+        texts = [str(text) if isinstance(text, str) else text for text in batch["text"]]
         vectors = self.encoder.encode(texts, progress=False).numpy()
         return {**batch, "vector": vectors}
 

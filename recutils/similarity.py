@@ -7,6 +7,8 @@ chunks and, where only neighbours are needed, reduced to their top k at once.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from recutils.split import Interactions
@@ -60,8 +62,8 @@ def top_k_neighbours(
     a = _unit_rows(a, "a")
     b = a if same else _unit_rows(b, "b")
     available = len(b) - (1 if same and exclude_self else 0)
-    if not 1 <= k <= available:
-        raise ValueError(f"k must lie in 1..{available} (the candidate rows), got {k}")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= available:
+        raise ValueError(f"k must lie in 1..{available} (the candidate rows), got {k!r}")
     values = torch.empty(len(a), k)
     indices = torch.empty(len(a), k, dtype=torch.int64)
     for start in range(0, len(a), chunk_size):
@@ -103,8 +105,8 @@ def association_matrix(
     sims = overlap / (norms.unsqueeze(1) * norms.unsqueeze(0) + shrinkage).clamp(min=1e-12)
     sims.fill_diagonal_(0.0)
     if k is not None:
-        if not 1 <= k < len(sims):
-            raise ValueError(f"k must lie in 1..{len(sims) - 1}, got {k}")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k < len(sims):
+            raise ValueError(f"k must lie in 1..{len(sims) - 1}, got {k!r}")
         top = torch.topk(sims, k, dim=1)
         sims = torch.zeros_like(sims).scatter_(1, top.indices, top.values)
     return sims

@@ -16,10 +16,21 @@ import pandas as pd
 import torch
 
 from recutils.cf import ContentRecommender
+from recutils.combine import ScoreFusion
 from recutils.data import TOPICS, RatingsData, simulated_ratings
-from recutils.embeddings import aggregate_user_vectors
-from recutils.pipeline import ModelBuilder, Stage
+from recutils.embeddings import aggregate_user_vectors, item_text
+from recutils.metrics import evaluate
+from recutils.pipeline import (
+    DatasetDescription,
+    ModelBuilder,
+    Pipeline,
+    PipelineResult,
+    Stage,
+    content,
+    item_knn,
+)
 from recutils.split import Interactions
+from recutils.text import TextEncoder
 
 STYLES = ("quiet", "bold", "strange", "gentle", "dark", "bright", "secret", "last", "first", "lost")
 
@@ -146,3 +157,86 @@ def friends_content(friends: list[np.ndarray]) -> ModelBuilder:
         return ContentRecommender(stage.item_vectors, user_vectors=vectors, label="friends (BERT content)")
 
     return build
+
+
+@dataclass(frozen=True)
+class SocialRun:
+    """The pipeline on one simulated network, and the naive mix beside it.
+
+    Attributes:
+        social: the simulated network.
+        result: steps 1–6 (P1) with own history, friends and ItemKNN, CombSUM weights tuned on validation.
+        naive: own history + friends with equal weights, as one might mix them without a validation split.
+    """
+
+    social: SocialData
+    result: PipelineResult
+    naive: ScoreFusion
+
+    def row(self) -> dict[str, float]:
+        """Test NDCG@10 of each model, the naive mix and the tuned combination; the tuned weight on friends."""
+        table, run = self.result.table["NDCG@10"], self.result
+        return {
+            "homophily": self.social.homophily,
+            "own history": float(table["own history"]),
+            "friends": float(table["friends"]),
+            "own + friends, equal weights": float(evaluate(self.naive, run.split)["NDCG@10"].iloc[0]),
+            "tuned combination": float(table["combined (CombSUM, tuned)"]),
+            "tuned weight on friends": float(run.weights["friends"]),
+        }
+
+
+def run_social(
+    homophily: float,
+    seed: int = 0,
+    item_knn_k: int = 50,
+    encoder: TextEncoder | None = None,
+    **simulation: object,
+) -> SocialRun:
+    """Simulate a network (:func:`make_social`) and run the pipeline on it (protocol P1).
+
+    Args:
+        homophily, seed, simulation: passed to :func:`make_social`.
+        item_knn_k: neighbours of the ItemKNN member of the combination.
+        encoder: the text encoder (default: the pipeline's, all-MiniLM-L6-v2, cached).
+    """
+    social = make_social(homophily=homophily, seed=seed, **simulation)
+    data = social.ratings
+    description = DatasetDescription(
+        name=f"simulated social, h={homophily}, seed={seed}",
+        interactions=data.interactions.frame,
+        user="user",
+        item="item",
+        items=data.items.reset_index(),
+        item_text=lambda train: item_text(data.items),
+        time="timestamp",
+    )
+    models = {
+        "own history": content(),
+        "friends": friends_content(social.friends),
+        "ItemKNN": item_knn(k=item_knn_k),
+    }
+    result = Pipeline(models, protocol="P1", encoder=encoder).run(description)
+    naive = ScoreFusion([result.models["own history"], result.models["friends"]]).fit(result.split.train)
+    return SocialRun(social, result, naive)
+
+
+def gain_by_history_length(
+    run: SocialRun, bins: tuple[int, ...] = (0, 3, 8, 100), labels: tuple[str, ...] = ("2-3", "4-8", "9+")
+) -> pd.DataFrame:
+    """Per test user: the number of train items (binned), and test NDCG@10 of own history and of the naive mix.
+
+    Returns: one row per test user (index ``user``) with columns ``train items``,
+    ``own history`` and ``own + friends``.
+    """
+    split = run.result.split
+    history = split.train.user_counts().numpy()
+    _, own = evaluate(run.result.models["own history"], split, per_user=True)
+    _, mixed = evaluate(run.naive, split, per_user=True)
+    return pd.DataFrame(
+        {
+            "train items": pd.cut(history[own.index], list(bins), labels=list(labels)),
+            "own history": own["NDCG@10"],
+            "own + friends": mixed["NDCG@10"].reindex(own.index),
+        }
+    )

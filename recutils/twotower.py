@@ -17,17 +17,23 @@ import copy
 import hashlib
 import json
 import math
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from recutils.cache import cache_dir
+from recutils.cache import atomic_path, cache_dir, warn_rebuild
+from recutils.checks import check_int, check_number
 from recutils.metrics import evaluate
 from recutils.index import IndexKind
 from recutils.recommender import Recommender, VectorRecommender
@@ -35,7 +41,7 @@ from recutils.split import Interactions, Split
 from recutils.text import pick_device
 
 # Bump when training or architecture code changes, so cached models are retrained.
-MODEL_VERSION = "twotower-v2"
+MODEL_VERSION = "twotower-v3"
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,11 @@ class TwoTowerConfig:
         if self.objective not in ("softmax", "bce"):
             raise ValueError(f"objective must be 'softmax' or 'bce', got {self.objective!r}")
         for name in ("hidden", "out_dim", "depth", "negatives", "batch_size", "epochs", "patience"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            check_int(getattr(self, name), name, minimum=1)
+        check_int(self.id_dim, "id_dim", minimum=0)
+        check_int(self.seed, "seed")
+        for name in ("dropout", "temperature", "lr", "weight_decay"):
+            check_number(getattr(self, name), name)
         if not 0 <= self.dropout < 1 or self.temperature <= 0 or self.lr <= 0 or self.id_dim < 0:
             raise ValueError("need 0 <= dropout < 1, temperature > 0, lr > 0 and id_dim >= 0")
 
@@ -241,6 +250,47 @@ class TrainingLog:
     best_epoch: int = 0
 
 
+#: Chapter 4's two-tower variants on P1 (a table label and the settings that differ from
+#: the default), shared by chapters 4, 5 and 7 so that all of them use the variant that
+#: validation chose, trained once and cached.
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "bce": ("BCE, sampled negatives", {"objective": "bce"}),
+    "softmax": ("softmax", {"logq": False}),
+    "logq": ("softmax + logQ", {}),
+    "article_user": ("softmax + logQ, article's u_emb", {"user_input": "text"}),
+}
+#: How the book trains every two-tower: early stopping on validation, the early-stopped model kept.
+BOOK_SETTINGS: dict[str, object] = {"epochs": 15, "patience": 3, "refit": False}
+SEEDS = (0, 1, 2)
+
+
+def train_variants(
+    item_vectors: torch.Tensor,
+    train: Interactions,
+    validation: Split,
+    variants: Sequence[str] = tuple(VARIANTS),
+    seeds: Sequence[int] = SEEDS,
+) -> dict[str, list[TwoTower]]:
+    """Fit each of :data:`VARIANTS` once per seed (cached), early-stopped on ``validation``.
+
+    Returns: for each variant key, one fitted model per seed, labelled "two-tower: <label>".
+    """
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown two-tower variants {unknown}; choose from {list(VARIANTS)}")
+    towers = {}
+    for key in variants:
+        label, options = VARIANTS[key]
+        towers[key] = [
+            TwoTower(
+                item_vectors, validation=validation, label=f"two-tower: {label}", seed=seed,
+                **{**BOOK_SETTINGS, **options},
+            ).fit(train)
+            for seed in seeds
+        ]
+    return towers
+
+
 class TwoTower(VectorRecommender):
     """The two-tower recommender over frozen BERT item vectors.
 
@@ -299,6 +349,13 @@ class TwoTower(VectorRecommender):
         extras = [", logQ" if c.logq and c.objective == "softmax" else "", ", ids" if c.id_dim else ""]
         return f"TwoTower({c.objective}, τ={c.temperature:g}{''.join(extras)})"
 
+    @property
+    def validation_score_(self) -> float:
+        """The best validation NDCG@10 reached while training (what early stopping kept)."""
+        if getattr(self, "validation_log_", None) is None or not self.validation_log_.validation_ndcg:
+            raise RuntimeError(f"{self.name} was not trained with a validation split")
+        return max(self.validation_log_.validation_ndcg)
+
     # --- fitting -------------------------------------------------------------------------
 
     def _fit(self, train: Interactions) -> None:
@@ -307,14 +364,19 @@ class TwoTower(VectorRecommender):
         if self.user_vectors is not None and len(self.user_vectors) != train.n_users:
             raise ValueError(f"user_vectors has {len(self.user_vectors)} rows for {train.n_users} users")
         folder = cache_dir() / "twotower" / self._cache_key(train)
-        if self.use_cache and (folder / "model.safetensors").is_file():
-            self._load_folder(folder, train)
-            return
+        broken = False
+        if self.use_cache and folder.exists():
+            try:
+                self._load_folder(folder, train)
+                return
+            except Exception as exc:  # a half-written, truncated or damaged entry: train again
+                warn_rebuild(folder, f"{type(exc).__name__}: {exc}")
+                broken = True
         epochs = self.config.epochs
         self.validation_log_ = None
         if self.validation is not None:
             v = self.validation
-            if len(v.train) + len(v.test) != len(train) or v.train.n_items != train.n_items:
+            if not _is_validation_of(v, train):
                 raise ValueError(
                     "validation must be validation_split(...) of the split whose train data fit receives"
                 )
@@ -329,7 +391,7 @@ class TwoTower(VectorRecommender):
             self.log_.best_epoch = epochs
         self._histories = Histories(train, self.device)
         if self.use_cache:
-            self.save(folder)
+            self._store(folder, replace=broken)
 
     def _train(
         self, train: Interactions, epochs: int, monitor: Split | None
@@ -340,7 +402,10 @@ class TwoTower(VectorRecommender):
         previous = torch.are_deterministic_algorithms_enabled()
         torch.use_deterministic_algorithms(True, warn_only=True)
         try:
-            return self._train_loop(train, epochs, monitor)
+            # Training seeds the global generator (initial weights, dropout); the caller's
+            # random state is restored afterwards, so fitting a model does not reset it.
+            with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+                return self._train_loop(train, epochs, monitor)
         finally:
             torch.use_deterministic_algorithms(previous)
 
@@ -460,18 +525,37 @@ class TwoTower(VectorRecommender):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
-        save_file(state, folder / "model.safetensors")
+        with atomic_path(folder / "model.safetensors") as partial:
+            save_file(state, partial)
         meta = {
             "version": MODEL_VERSION,
             "config": asdict(self.config),
             "n_users": self.train_.n_users,
             "n_items": self.train_.n_items,
-            "train_fingerprint": list(self.train_.fingerprint()),
+            "train_fingerprint": self.train_.fingerprint(),
             "log": asdict(self.log_),
             "validation_log": asdict(self.validation_log_) if self.validation_log_ else None,
         }
-        (folder / "config.json").write_text(json.dumps(meta, indent=1))
+        with atomic_path(folder / "config.json") as partial:
+            partial.write_text(json.dumps(meta, indent=1))
         return folder
+
+    def _store(self, folder: Path, replace: bool) -> None:
+        """Save into the cache as one step: written to a temporary folder beside ``folder``, then
+        renamed, so no reader sees half an entry. When another process stored the same entry
+        first, its copy is kept; a damaged entry (``replace``) is swapped for this one."""
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            self.save(partial)
+            if replace:
+                shutil.rmtree(folder, ignore_errors=True)
+            try:
+                os.rename(partial, folder)
+            except OSError:
+                pass  # another process renamed its (identical) model into place first
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
 
     def load(self, folder: str | Path, train: Interactions) -> TwoTower:
         """Load weights saved by :meth:`save` for the data ``train``; returns self, ready to score.
@@ -495,9 +579,12 @@ class TwoTower(VectorRecommender):
         if differs:
             detail = ", ".join(f"{k}: saved {a!r}, here {b!r}" for k, (a, b) in differs.items())
             raise ValueError(f"checkpoint {folder} was made with another config ({detail})")
-        if meta["train_fingerprint"] != list(train.fingerprint()):
+        if meta["train_fingerprint"] != train.fingerprint():
             raise ValueError(f"checkpoint {folder} was trained on other interactions than the ones given")
         state = load_file(folder / "model.safetensors")
+        broken = [name for name, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if broken:
+            raise ValueError(f"checkpoint {folder} holds NaN or infinite weights in {broken[:3]}")
         if not torch.equal(state["item_text"], self.item_vectors):
             raise ValueError(f"checkpoint {folder} was trained on other item vectors than the ones given")
         if self.user_vectors is not None and not torch.equal(state["user_text"], self.user_vectors):
@@ -512,7 +599,7 @@ class TwoTower(VectorRecommender):
     def _cache_key(self, train: Interactions) -> str:
         digest = hashlib.sha256(MODEL_VERSION.encode())
         digest.update(json.dumps(asdict(self.config), sort_keys=True).encode())
-        digest.update(repr(train.fingerprint()).encode())
+        digest.update(train.fingerprint().encode())
         digest.update(self.item_vectors.numpy().tobytes())
         if self.user_vectors is not None:
             digest.update(self.user_vectors.numpy().tobytes())
@@ -527,6 +614,25 @@ class TwoTower(VectorRecommender):
         return sum(p.numel() for p in self.net_.parameters())
 
 
+def _is_validation_of(validation: Split, train: Interactions) -> bool:
+    """Whether ``validation`` splits ``train`` (all of it; for G, all of it before the validation cut)."""
+    if (validation.train.n_users, validation.train.n_items) != (train.n_users, train.n_items):
+        return False
+    if validation.protocol == "G":
+        frame = train.frame
+        cut = validation.test.frame["timestamp"].min()
+        before, after = frame[frame["timestamp"] < cut], frame[frame["timestamp"] >= cut]
+        warm = after[after["user"].isin(before["user"]) & after["item"].isin(before["item"])]
+        return all(
+            part.fingerprint() == Interactions(rows, train.n_users, train.n_items).fingerprint()
+            for part, rows in ((validation.train, before), (validation.test, warm))
+        )
+    merged = Interactions(
+        pd.concat([validation.train.frame, validation.test.frame]), train.n_users, train.n_items
+    )
+    return merged.fingerprint() == train.fingerprint()
+
+
 def _score_with(
     net: TwoTowerNet, users: torch.Tensor, histories: Histories, device: torch.device
 ) -> torch.Tensor:
@@ -539,6 +645,11 @@ def _score_with(
             user_h = net.user_vectors(users[start : start + 1024].to(device), histories, all_items=raw_items)
             out.append((user_h @ items.T).cpu())
     return torch.cat(out)
+
+
+def as_recommender(net: TwoTowerNet, train: Interactions) -> Recommender:
+    """A network being trained (e.g. by hand) seen through the recommender interface, for ``evaluate``."""
+    return _FrozenTwoTower(net, train, next(net.parameters()).device)
 
 
 class _FrozenTwoTower(Recommender):

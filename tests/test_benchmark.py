@@ -1,7 +1,11 @@
 import json
+import os
+import platform
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from recutils.benchmark import (
     compare,
@@ -60,8 +64,20 @@ def test_run_in_subprocess_sees_the_child_peak_memory():
 
 
 def test_machine_description_names_the_hardware():
+    """Each field against an independent reading of the same fact."""
     machine = machine_description()
-    assert machine["cores"] >= 1 and machine["memory_gib"] > 0 and machine["cpu"]
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    assert machine["cpu"] == (names[0] if names else platform.processor() or platform.machine())
+    assert machine["cores"] == os.cpu_count()
+    assert machine["torch_threads"] == torch.get_num_threads()
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        total = next(line for line in meminfo.read_text().splitlines() if line.startswith("MemTotal"))
+        kib = int(total.split()[1])
+        assert machine["memory_gib"] == pytest.approx(kib / 2**20, abs=0.1)
+    assert machine["gpu"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+    assert (machine["python"], machine["torch"]) == (platform.python_version(), torch.__version__)
 
 
 def test_read_results_round_trip(tmp_path):

@@ -1,3 +1,5 @@
+import math
+
 import pandas as pd
 import pytest
 import torch
@@ -25,15 +27,24 @@ def test_cf_recovers_planted_clusters(model, synthetic):
 
 
 def test_item_knn_equals_a_naive_sum():
-    rows = [(0, 0, 5, 0), (0, 1, 5, 0), (1, 0, 4, 0), (1, 1, 4, 0), (2, 1, 3, 0), (2, 2, 3, 0), (1, 3, 1, 0)]
-    train = Interactions(pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"]), 3, 4)
-    model = ItemKNN(k=None).fit(train)
-    x = train.matrix()
-    s = model.similarity_
-    for u in range(3):
-        for i in range(4):
-            expected = sum(s[i, j] for j in range(4) if x[u, j] > 0)
-            assert model.score([u])[0, i].item() == pytest.approx(float(expected))
+    """r̂(u, i) = Σ_{j ∈ history(u)} S[i, j] over i's k nearest items, with S computed here from the
+    users' item sets. With k = 1 the neighbour relation is not symmetric (item 0's nearest is 3,
+    but 3's nearest is 4), so a transposed similarity matrix would fail this test."""
+    histories = {0: {1, 2, 3}, 1: {0, 3, 4}, 2: {3, 4}, 3: {1, 2, 4}, 4: {0}, 5: {4}}
+    rows = [(u, i, 1, 0) for u, items in histories.items() for i in sorted(items)]
+    train = Interactions(pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"]), 6, 5)
+    raters = {i: {u for u, items in histories.items() if i in items} for i in range(5)}
+
+    def cosine(i, j):
+        return len(raters[i] & raters[j]) / math.sqrt(len(raters[i]) * len(raters[j])) if i != j else 0.0
+
+    nearest = {i: max((j for j in range(5) if j != i), key=lambda j: cosine(i, j)) for i in range(5)}
+    assert nearest[0] == 3 and nearest[3] == 4  # not symmetric
+    model = ItemKNN(k=1).fit(train)
+    for u, items in histories.items():
+        for i in range(5):
+            expected = cosine(i, nearest[i]) if nearest[i] in items else 0.0
+            assert model.score([u])[0, i].item() == pytest.approx(expected)
 
 
 def test_content_recommender_recovers_clusters_and_scores_cold_items(synthetic):

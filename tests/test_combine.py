@@ -7,15 +7,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recutils.baselines import EASE, Popularity
-from recutils.cf import ItemKNN
+from recutils.cf import ItemKNN, UserKNN
 from recutils.combine import (
+    COMBINATIONS,
+    CachedScores,
     MatrixCombination,
     MMRReranker,
     RankFusion,
     ScoreFusion,
+    build_combinations,
+    cache_scores,
+    evaluate_over_seeds,
     intra_list_diversity,
+    member_weights,
     normalise_scores,
     simplex_grid,
+    tune_combinations,
+    tune_matrix,
     tune_weights,
 )
 from recutils.recommender import Recommender
@@ -157,8 +165,19 @@ def test_matrix_combination_item_cf_term_ranks_like_item_knn(synthetic):
     knn = ItemKNN(k=10).fit(split.train)
     matrix = MatrixCombination({"item_cf": 1.0}, k=10, chunk_size=7).fit(split.train)
     assert torch.equal(matrix.recommend(torch.arange(40), k=5), knn.recommend(torch.arange(40), k=5))
-    both = MatrixCombination({"item_cf": 1.0, "user_cf": 1.0}, k=10).fit(split.train)
-    assert both.score([0]).max() <= 2.0 + 1e-6
+    # Two terms: each product min-max normalised over the user's unseen items (seen ones 0), then
+    # weighted and summed; item-CF's product is ItemKNN's score and user-CF's is UserKNN's.
+    both = MatrixCombination({"item_cf": 0.25, "user_cf": 0.75}, k=10).fit(split.train)
+    users = torch.arange(6)
+    unseen = ~(split.train.matrix() > 0)[users]
+
+    def minmax(scores):
+        low = torch.where(unseen, scores, torch.inf).min(dim=1, keepdim=True).values
+        high = torch.where(unseen, scores, -torch.inf).max(dim=1, keepdim=True).values
+        return torch.where(unseen, (scores - low) / (high - low), 0.0)
+
+    expected = 0.25 * minmax(knn.score(users)) + 0.75 * minmax(UserKNN(k=10).fit(split.train).score(users))
+    assert torch.allclose(both.score(users), expected, atol=1e-6)
     with pytest.raises(ValueError, match="item_vectors"):
         MatrixCombination({"content": 1.0})
     with pytest.raises(ValueError, match="terms"):
@@ -220,3 +239,73 @@ def test_mixture_is_the_log_of_a_weighted_probability_mixture():
     huge = _model([[0.0, 900.0, 500.0, 100.0, 700.0], [0.0, 200.0, 800.0, 600.0, 400.0]])
     ranked = ScoreFusion([huge], method="mixture", temperature=0.01).fit(a.train_).score([0])
     assert len(torch.unique(ranked[0, 1:])) == 4
+
+
+class Counting(Fixed):
+    """Fixed scores that count how often they are asked for."""
+
+    def __init__(self, scores):
+        super().__init__(scores)
+        self.calls = 0
+
+    def _score(self, users):
+        self.calls += 1
+        return super()._score(users)
+
+
+def test_cached_scores_score_once_and_rank_like_the_model():
+    model = Counting(torch.tensor(SCORES_A)).fit(_train(2, 5))
+    cached = cache_scores([model])[0]
+    assert cached.name == model.name and cached.train_ is model.train_
+    first = cached.score([0, 1])
+    assert torch.equal(first, model.score([0, 1]))
+    calls = model.calls
+    for _ in range(3):
+        assert torch.equal(cached.recommend([0, 1], k=3), model.recommend([0, 1], k=3))
+    assert model.calls == calls + 3  # only the direct model.recommend calls scored again
+    with pytest.raises(ValueError, match="not fitted"):
+        CachedScores(Fixed(torch.tensor(SCORES_A)))
+
+
+def test_tune_and_build_combinations(synthetic):
+    split = temporal_split(synthetic.interactions)
+    val = validation_split(split)
+    vectors = torch.randn(split.train.n_items, 8, generator=torch.Generator().manual_seed(0))
+    members = cache_scores([EASE(l2=10.0).fit(val.train), Popularity().fit(val.train)])
+    settings = tune_combinations(members, val, matrix=(1.0, 0.0, 0.0), temperatures=(0.5, 2.0), step=0.5)
+    assert len(settings.combsum) == 2 and math.isclose(sum(settings.mixture), 1.0)
+    assert list(settings.temperature.table.index) == [0.5, 2.0]
+    built = build_combinations(members, settings, vectors)
+    assert list(built) == list(COMBINATIONS)
+    assert all(c.name == name for name, c in built.items())
+    assert member_weights(built["CombSUM (min-max), equal weights"]) == {m.name: 1.0 for m in members}
+    assert member_weights(built["matrix combination, tuned"]) == {"item_cf": 1.0, "user_cf": 0.0, "content": 0.0}
+    with pytest.raises(TypeError, match="not a combination"):
+        member_weights(members[0])
+
+
+def test_evaluate_over_seeds_runs_a_shared_model_once(synthetic):
+    split = temporal_split(synthetic.interactions)
+    ease = EASE(l2=10.0).fit(split.train)
+    per_seed = {s: EASE(l2=10.0 * (s + 1)).fit(split.train) for s in (0, 1, 2)}
+    results = evaluate_over_seeds(
+        lambda s: {"fixed": ease, "varies": per_seed[s], "fusion": ScoreFusion([ease, per_seed[s]])}, split
+    )
+    assert list(results) == ["fixed", "varies", "fusion"]
+    assert len(results["fixed"].summary) == 1 and results["fixed"].sd == 0.0
+    assert len(results["varies"].summary) == 3 and results["varies"].per_user.shape[1] == 3
+    assert results["fusion"].user_mean.index.equals(results["fixed"].user_mean.index)
+    with pytest.raises(ValueError, match="missing"):
+        evaluate_over_seeds(lambda s: {"x": ease} if s == 0 else {}, split)
+    with pytest.raises(ValueError, match="distinct"):
+        evaluate_over_seeds(lambda s: {"x": ease}, split, seeds=(0, 0))
+
+
+def test_tune_matrix_matches_tuning_the_matrix_combination(synthetic):
+    split = temporal_split(synthetic.interactions)
+    val = validation_split(split)
+    vectors = torch.randn(split.train.n_items, 8, generator=torch.Generator().manual_seed(0))
+    direct, _ = tune_weights(
+        lambda w: MatrixCombination(dict(zip(MatrixCombination.TERMS, w)), item_vectors=vectors, k=10), 3, val
+    )
+    assert tune_matrix(val, vectors, k=10) == direct

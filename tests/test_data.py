@@ -179,3 +179,78 @@ def test_synthetic_is_seeded():
 def test_synthetic_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         make_synthetic(**kwargs)
+
+
+# --- checksums of a given folder, and the download path with a local file as the network ----------
+
+
+def test_a_changed_rating_in_a_given_folder_is_caught(movielens, tmp_path):
+    folder = tmp_path / "ml-100k"
+    _write_grouplens(movielens, folder)
+    lines = (folder / "u.data").read_text().splitlines()
+    user, item, rating, stamp = lines[0].split("\t")
+    lines[0] = "\t".join([user, item, str(int(rating) % 5 + 1), stamp])  # same counts, one rating changed
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"ratings \(u.data\) differ from the published MovieLens-100K"):
+        load_movielens_100k(folder)
+
+
+def test_a_changed_title_in_a_given_folder_is_caught(movielens, tmp_path):
+    folder = tmp_path / "ml-100k"
+    _write_grouplens(movielens, folder)
+    text = (folder / "u.item").read_text(encoding="latin-1")
+    text = text.replace("Toy Story (1995)", "Toy Story 9 (1995)", 1)
+    (folder / "u.item").write_text(text, encoding="latin-1")
+    with pytest.raises(DataError, match=r"titles \(u.item\) differ"):
+        load_movielens_100k(folder)
+
+
+def _zipped_grouplens(movielens, tmp_path):
+    """A zip laid out like GroupLens's ml-100k.zip, and its md5."""
+    (tmp_path / "src").mkdir()
+    _write_grouplens(movielens, tmp_path / "src" / "ml-100k")
+    archive = tmp_path / "ml-100k.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for file in sorted((tmp_path / "src" / "ml-100k").iterdir()):
+            zipped.write(file, f"ml-100k/{file.name}")
+    return archive, data.file_digest(archive, "md5")
+
+
+def _fake_network(monkeypatch, archive):
+    calls = []
+
+    def urlopen(url, timeout):
+        calls.append(url)
+        return open(archive, "rb")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
+    return calls
+
+
+def test_download_checks_the_md5_and_extracts_into_the_cache(movielens, empty_cache, tmp_path, monkeypatch):
+    archive, md5 = _zipped_grouplens(movielens, tmp_path)
+    monkeypatch.setattr(data, "ML100K_ZIP_MD5", md5)
+    calls = _fake_network(monkeypatch, archive)
+    loaded = load_movielens_100k()
+    assert calls == [data.ML100K_URL]
+    assert loaded.source == str(empty_cache / "ml-100k")
+    pd.testing.assert_frame_equal(loaded.interactions.frame, movielens.interactions.frame)
+    assert sorted(p.name for p in empty_cache.iterdir()) == ["ml-100k"]  # no zip, no staging folder
+    assert load_movielens_100k().source == str(empty_cache / "ml-100k") and len(calls) == 1  # cached
+
+
+def test_a_download_with_the_wrong_md5_leaves_nothing_behind(movielens, empty_cache, tmp_path, monkeypatch):
+    archive, _ = _zipped_grouplens(movielens, tmp_path)
+    _fake_network(monkeypatch, archive)
+    with pytest.raises(DataError, match=f"has md5 .*, expected {data.ML100K_ZIP_MD5}"):
+        load_movielens_100k()
+    assert list(empty_cache.iterdir()) == []
+
+
+def test_a_half_extracted_cache_folder_says_to_delete_it(movielens, empty_cache, tmp_path):
+    empty_cache.mkdir(parents=True)
+    cached = empty_cache / "ml-100k"
+    _write_grouplens(movielens, cached)
+    (cached / "u.user").unlink()
+    with pytest.raises(DataError, match=r"(?s)missing .*u.user.*damaged .*delete that folder"):
+        load_movielens_100k()

@@ -82,3 +82,21 @@ def test_genre_agreement():
     assert genre_agreement_by_chance(genres) == pytest.approx(4 / 12)
     with pytest.raises(ValueError, match="vectors for"):
         genre_agreement_at_k(aligned[:3], genres)
+
+
+def test_popularity_along_components():
+    import torch
+
+    from recutils.embeddings import popularity_along_components
+
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.arange(1, 201)
+    # The largest direction of spread follows popularity exactly (monotone), the rest is small noise.
+    aligned = torch.stack([counts.float().log() * 10, torch.randn(200, generator=generator)], dim=1)
+    assert popularity_along_components(aligned, counts) == pytest.approx(1.0)
+    noise = torch.randn(200, 8, generator=generator)
+    assert popularity_along_components(noise, counts) < 0.3
+    with pytest.raises(ValueError, match="components"):
+        popularity_along_components(noise, counts, components=0)
+    with pytest.raises(ValueError, match="counts"):
+        popularity_along_components(noise, counts[:10])

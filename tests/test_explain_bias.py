@@ -5,8 +5,9 @@ import torch
 from recutils.baselines import EASE, Popularity
 from recutils.bias import PopularityPenalty, exposure_share, head_items, metric_by_group
 from recutils.cf import ContentRecommender, ItemKNN
-from recutils.explain import cite_history_items, faithfulness, fold_in_scores
+from recutils.explain import FoldIn, cite_history_items, faithfulness, fold_in_scores
 from recutils.metrics import evaluate
+from recutils.perturb import truncate_histories
 from recutils.split import Interactions, temporal_split
 
 
@@ -79,3 +80,27 @@ def test_metric_by_group_averages_within_groups(split, synthetic):
     assert set(by_group.index) == {"F", "M"}
     with pytest.raises(ValueError, match="no entry"):
         metric_by_group(model, split, groups.iloc[:5])
+
+
+def test_fold_in_serves_changed_histories_with_the_trained_weights(split):
+    model = EASE(10.0).fit(split.train)
+    # Folding in the train data itself gives the model's own scores and lists.
+    same = FoldIn(model).fit(split.train)
+    users = torch.arange(10)
+    assert torch.allclose(same.score(users), model.score(users), atol=1e-5)
+    assert torch.equal(same.recommend(users, 5), model.recommend(users, 5))
+    # Cut histories: the weights stay, the scores follow the shorter history, and only it is excluded.
+    cut = truncate_histories(split, torch.tensor([0, 1]), keep=1)
+    folded = FoldIn(model).fit(cut.train)
+    history = cut.train.matrix()[torch.tensor([0, 1])]
+    assert torch.allclose(folded.score([0, 1]), history @ model.weights_, atol=1e-5)
+    assert torch.equal(folded.seen_[0], cut.train.matrix(binary=True)[0] > 0)
+    assert evaluate(folded, cut)["NDCG@10"].iloc[0] >= 0
+
+
+def test_fold_in_refuses_unfitted_models_and_other_shapes(split, synthetic):
+    with pytest.raises(RuntimeError, match="not fitted"):
+        FoldIn(EASE(10.0))
+    small = Interactions(split.train.frame, split.train.n_users + 1, split.train.n_items)
+    with pytest.raises(ValueError, match="same users and items"):
+        FoldIn(EASE(10.0).fit(split.train)).fit(small)

@@ -1,20 +1,24 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import ndcg_score
 
 from recutils.metrics import (
     average_precision_at_k,
     coverage_at_k,
+    edge_parameters,
     hit_rate_at_k,
     hits_at_k,
     ndcg_at_k,
+    paired_bootstrap,
     precision_at_k,
     recall_at_k,
+    tune,
 )
 
 # One user, k = 5, relevant {2, 9, 4}; recommended [2, 7, 4, 1, 8] -> hits at ranks 1 and 3.
@@ -112,3 +116,60 @@ def test_bad_inputs():
         hits_at_k(REC, [[1], [2]])
     with pytest.raises(ValueError, match="n_users, k"):
         hits_at_k(torch.tensor([1, 2]), [[1]])
+
+
+def test_paired_bootstrap_by_hand():
+    # Two users with differences 0.1 and 0.3. A resample of two users has mean 0.1 (both
+    # draws the first user, probability 1/4), 0.2 (1/2) or 0.3 (1/4), so the central
+    # 95 % of many resamples runs from 0.1 to 0.3, and the point estimate is 0.2.
+    a = pd.Series([0.5, 0.6], index=[3, 7])
+    b = pd.Series([0.3, 0.4], index=[7, 3])  # aligned by user, not by position
+    result = paired_bootstrap(a, b, n_resamples=4000, seed=1)
+    assert result.difference == pytest.approx(0.2)
+    assert result.low == pytest.approx(0.1) and result.high == pytest.approx(0.3)
+    assert result.excludes_zero and result.n_users == 2
+    assert result.verdict() == "higher" and str(result) == "+0.2000 [+0.1000, +0.3000]"
+    assert paired_bootstrap(b, a.reindex(b.index)).verdict() == "lower"
+
+
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=30), st.integers(0, 1000))
+@settings(max_examples=30, deadline=None)
+def test_a_model_against_itself_has_a_zero_interval(values, seed):
+    a = pd.Series(values)
+    result = paired_bootstrap(a, a.copy(), n_resamples=200, seed=seed)
+    assert (result.difference, result.low, result.high) == (0.0, 0.0, 0.0)
+    assert not result.excludes_zero and result.verdict() == "within noise"
+
+
+def test_paired_bootstrap_interval_contains_the_estimate_and_narrows_with_users():
+    rng = np.random.default_rng(0)
+    small = pd.Series(rng.normal(0.05, 0.2, 50))
+    large = pd.Series(rng.normal(0.05, 0.2, 5000))
+    zero_s, zero_l = pd.Series(np.zeros(50)), pd.Series(np.zeros(5000))
+    r_small, r_large = paired_bootstrap(small, zero_s), paired_bootstrap(large, zero_l)
+    assert r_small.low <= r_small.difference <= r_small.high
+    assert r_large.high - r_large.low < (r_small.high - r_small.low) / 5
+
+
+def test_paired_bootstrap_errors():
+    a = pd.Series([0.1, 0.2], index=[0, 1])
+    with pytest.raises(ValueError, match="same"):
+        paired_bootstrap(a, pd.Series([0.1, 0.2], index=[0, 2]))
+    with pytest.raises(ValueError, match="finite"):
+        paired_bootstrap(a, pd.Series([0.1, np.nan], index=[0, 1]))
+    with pytest.raises(ValueError, match="level"):
+        paired_bootstrap(a, a, level=1.0)
+
+
+def test_tune_refuses_a_choice_at_the_edge_of_its_grid(synthetic):
+    from recutils.baselines import EASE
+    from recutils.split import temporal_split, validation_split
+
+    validation = validation_split(temporal_split(synthetic.interactions))
+    # Over a grid of three very different λ the best lies at one end on this data.
+    with pytest.raises(ValueError, match="edge of the grid for l2"):
+        tune(EASE, {"l2": [1e5, 1e6, 1e7]}, validation, progress=False)
+    best, table = tune(EASE, {"l2": [1e5, 1e6, 1e7]}, validation, progress=False, allow_edge=True)
+    assert best["l2"] in (1e5, 1e7) and len(table) == 3
+    assert edge_parameters({"l2": 10.0}, {"l2": [1.0, 10.0, 100.0]}) == []
+    assert edge_parameters({"l2": 1.0}, {"l2": [1.0, 10.0]}) == []  # two values have no interior

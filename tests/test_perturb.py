@@ -2,7 +2,17 @@ import pandas as pd
 import pytest
 import torch
 
-from recutils.perturb import add_noise, inject_fake_users, restrict_test, subsample_train, truncate_histories
+from recutils.baselines import EASE, Popularity
+from recutils.metrics import evaluate
+from recutils.perturb import (
+    ExcludeConsumed,
+    add_noise,
+    inject_fake_users,
+    restrict_test,
+    subsample_train,
+    target_reach,
+    truncate_histories,
+)
 from recutils.split import temporal_split
 
 
@@ -56,3 +66,47 @@ def test_noise_replaces_a_share_with_unseen_items(split):
     assert not noisy.train.frame.duplicated(["user", "item"]).any()
     pairs = set(map(tuple, noisy.train.frame[["user", "item"]].to_numpy()))
     assert not pairs & set(map(tuple, split.test.frame[["user", "item"]].to_numpy()))
+
+
+def test_exclude_consumed_never_recommends_removed_train_items(split):
+    half = subsample_train(split, 0.5, seed=0)
+    plain = Popularity().fit(half.train)
+    users = torch.tensor(sorted(half.test.items_by_user()))
+    original = split.train.matrix(binary=True) > 0
+    # The artefact: removed train items come back in the lists of the plain model.
+    removed_back = original[users.unsqueeze(1), plain.recommend(users, 10)]
+    assert removed_back.any()
+    wrapped = ExcludeConsumed(plain, split.train).fit(half.train)
+    assert not original[users.unsqueeze(1), wrapped.recommend(users, 10)].any()
+    # Same scores, evaluated on the changed split, and never worse than the artefact.
+    assert torch.equal(wrapped.score(users), plain.score(users))
+    assert evaluate(wrapped, half)["NDCG@10"].iloc[0] >= evaluate(plain, half)["NDCG@10"].iloc[0]
+    # On unchanged data the wrapper changes nothing.
+    full = EASE(l2=10.0).fit(split.train)
+    assert torch.equal(
+        ExcludeConsumed(full, split.train).fit(split.train).recommend(users, 10), full.recommend(users, 10)
+    )
+
+
+def test_exclude_consumed_needs_the_base_fitted_on_the_changed_data(split):
+    half = subsample_train(split, 0.5, seed=0)
+    with pytest.raises(ValueError, match="not fitted on this train data"):
+        ExcludeConsumed(Popularity().fit(split.train), split.train).fit(half.train)
+
+
+def test_exclude_consumed_leaves_injected_users_alone(split):
+    attacked = inject_fake_users(split, target=5, n_fake=2, filler=torch.tensor([1, 2]))
+    wrapped = ExcludeConsumed(Popularity().fit(attacked.train), split.train).fit(attacked.train)
+    fake = split.train.n_users
+    assert set(wrapped.seen_[fake].nonzero().squeeze(1).tolist()) == {1, 2, 5}
+
+
+def test_target_reach_is_the_share_of_lists_holding_the_target(split):
+    model = Popularity().fit(split.train)
+    users = torch.arange(split.train.n_users)
+    top = model.recommend(users, 10)
+    item = int(top[0, 0])
+    assert target_reach(model, users, item) == pytest.approx(float((top == item).any(dim=1).float().mean()))
+    assert 0.0 <= target_reach(model, users, item, k=1) <= target_reach(model, users, item, k=10) <= 1.0
+    with pytest.raises(ValueError, match="target"):
+        target_reach(model, users, split.train.n_items)

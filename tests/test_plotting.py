@@ -3,6 +3,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 
 from recutils.plotting import (  # noqa: E402
     plot_cost_growth,
@@ -107,3 +108,19 @@ def test_recall_speed_one_panel_per_distribution_one_line_per_index():
     assert [ax.get_title() for ax in fig.axes] == ["clustered vectors", "uniform vectors"]
     assert len(fig.axes[0].get_legend().get_texts()) == 2
     assert len(fig.axes[1].get_legend().get_texts()) == 1
+
+
+def test_popularity_maps_one_panel_per_space_coloured_by_popularity():
+    import torch
+
+    from recutils.plotting import plot_popularity_maps
+
+    counts = torch.tensor([0, 1, 5, 50, 500])
+    panels = {"raw": torch.randn(5, 8, generator=torch.Generator().manual_seed(0)), "tower": torch.eye(5)}
+    fig = plot_popularity_maps(panels, counts)
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["raw", "tower"]
+    colours = sorted(axes[0].collections[0].get_array().tolist())
+    assert colours == pytest.approx(sorted(torch.log1p(counts.float()).tolist()))
+    with pytest.raises(ValueError, match="one vector per item"):
+        plot_popularity_maps({"raw": torch.zeros(4, 2)}, counts)

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recutils.social import friend_user_vectors, make_social
+from recutils.social import friend_user_vectors, gain_by_history_length, make_social, run_social
 from recutils.split import Interactions
 
 
@@ -63,3 +63,18 @@ def test_friend_vectors_average_friends_histories():
     assert torch.allclose(vectors[0], torch.zeros(2))  # user 0's only friend has no history
     with pytest.raises(ValueError, match="friends lists for 2 users"):
         friend_user_vectors(train, items, friends[:2])
+
+
+def test_run_social_tunes_on_validation_and_reports_every_model():
+    run = run_social(homophily=1.0, seed=1, n_users=60, n_items=60, history=(3, 8))
+    row = run.row()
+    assert row["homophily"] == 1.0
+    assert set(run.result.weights) == {"own history", "friends", "ItemKNN"}
+    assert sum(run.result.weights.values()) == pytest.approx(1.0)
+    assert all(0 <= row[name] <= 1 for name in row)
+    gains = gain_by_history_length(run)
+    assert list(gains.columns) == ["train items", "own history", "own + friends"]
+    assert len(gains) == int(run.result.table.loc["own history", "users"])
+    assert gains["own history"].mean() == pytest.approx(row["own history"])
+    assert gains["own + friends"].mean() == pytest.approx(row["own + friends, equal weights"])
+    assert set(gains["train items"].dropna().unique()) <= {"2-3", "4-8", "9+"}

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -11,8 +12,10 @@ from recutils.twotower import (
     TwoTower,
     TwoTowerConfig,
     TwoTowerNet,
+    as_recommender,
     in_batch_softmax_loss,
     sampled_bce_loss,
+    train_variants,
 )
 
 SMALL = dict(hidden=32, out_dim=16, batch_size=64, epochs=12, temperature=0.1, dropout=0.0, lr=3e-3)
@@ -229,3 +232,73 @@ def test_scoring_given_histories_matches_scoring_users(planted):
     model = TwoTower(item_vectors, use_cache=False, **SMALL).fit(split.train)
     users = torch.arange(12)
     assert torch.allclose(model.score_histories(split.train.matrix()[users]), model.score(users), atol=1e-6)
+
+
+def test_one_adam_step_by_the_formula_matches_torch(planted):
+    vectors, split = planted
+    torch.manual_seed(0)
+    net = TwoTowerNet(vectors, split.train.n_users, TwoTowerConfig(**{**SMALL, "dropout": 0.0}))
+    reference = copy.deepcopy(net)
+    histories = Histories(split.train)
+    users, items = split.train.column("user")[:16], split.train.column("item")[:16]
+
+    def loss_of(model):
+        return in_batch_softmax_loss(
+            model.user_vectors(users, histories, leave_out=items), model.item_vectors(items), 0.1
+        )
+
+    loss_of(net).backward()
+    lr, beta1, beta2, eps = 0.01, 0.9, 0.999, 1e-8
+    with torch.no_grad():
+        for weight in net.parameters():
+            m, v = (1 - beta1) * weight.grad, (1 - beta2) * weight.grad**2
+            weight -= lr * (m / (1 - beta1)) / ((v / (1 - beta2)).sqrt() + eps)
+    optimiser = torch.optim.Adam(reference.parameters(), lr=lr, betas=(beta1, beta2), eps=eps)
+    loss_of(reference).backward()
+    optimiser.step()
+    for a, b in zip(net.parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    # The first step moves each weight with a non-zero gradient by almost exactly lr.
+    moved = [(a - b).abs() for a, b in zip(net.parameters(), copy.deepcopy(reference).parameters())]
+    assert all(m.max() < 1e-6 for m in moved)
+
+
+def test_as_recommender_scores_like_the_fitted_model(planted):
+    vectors, split = planted
+    model = TwoTower(vectors, use_cache=False, **SMALL).fit(split.train)
+    probe = as_recommender(model.net_, split.train)
+    users = torch.arange(10)
+    assert torch.allclose(probe.score(users), model.score(users))
+    assert evaluate(probe, split)["NDCG@10"].iloc[0] == evaluate(model, split)["NDCG@10"].iloc[0]
+
+
+def test_train_variants_fits_every_variant_and_seed(planted, empty_cache):
+    vectors, split = planted
+    validation = validation_split(split)
+    towers = train_variants(vectors, split.train, validation, variants=["logq", "article_user"], seeds=(0, 1))
+    assert list(towers) == ["logq", "article_user"] and all(len(ms) == 2 for ms in towers.values())
+    first, second = towers["logq"]
+    assert first.name == "two-tower: softmax + logQ" and first.config.seed == 0 and second.config.seed == 1
+    assert towers["article_user"][0].config.user_input == "text"
+    assert first.validation_score_ == max(first.validation_log_.validation_ndcg)
+    assert not torch.equal(first.score(torch.arange(5)), second.score(torch.arange(5)))
+    with pytest.raises(ValueError, match="unknown two-tower variants"):
+        train_variants(vectors, split.train, validation, variants=["ids"])
+    with pytest.raises(RuntimeError, match="not trained with a validation split"):
+        TwoTower(vectors, use_cache=False, **SMALL).fit(split.train).validation_score_
+
+
+def test_validation_of_a_global_split_is_accepted_and_others_refused(planted, synthetic):
+    vectors, _ = planted
+    frame = synthetic.interactions.frame.copy()
+    # Distinct times in random order, so that every user has ratings on both sides of a global cut.
+    frame["timestamp"] = torch.randperm(len(frame), generator=torch.Generator().manual_seed(0)).numpy()
+    from recutils.split import Interactions, global_time_split
+
+    everything = Interactions(frame, synthetic.interactions.n_users, synthetic.interactions.n_items)
+    g = global_time_split(everything)
+    settings = {**SMALL, "epochs": 2, "patience": 1}
+    TwoTower(vectors, validation=validation_split(g), use_cache=False, **settings).fit(g.train)
+    # A validation split of g.train does not split all of the interactions (rows after g's cut are missing).
+    with pytest.raises(ValueError, match="validation must be"):
+        TwoTower(vectors, validation=validation_split(g), use_cache=False, **settings).fit(everything)

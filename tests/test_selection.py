@@ -1,0 +1,68 @@
+import pandas as pd
+import pytest
+
+from recutils.baselines import EASE, Popularity, RandomRecommender
+from recutils.metrics import evaluate
+from recutils.selection import choose, choose_setting, evaluate_seeds, mean_sd, seed_table
+from recutils.split import temporal_split
+
+
+def test_choose_takes_the_best_mean_and_reports_the_spread():
+    choice = choose({"a": [0.10, 0.12, 0.14], "b": [0.20, 0.05, 0.08], "c": 0.11})
+    assert choice.best == "a"  # b has the best single seed but the worse mean
+    assert choice.table.loc["a", "mean"] == pytest.approx(0.12)
+    assert choice.table.loc["a", "sd"] == pytest.approx(0.02)  # sample sd of 0.10, 0.12, 0.14
+    assert choice.table.loc["c", "n"] == 1
+    assert "validation chose a" in str(choice) and "n = 3 seeds" in str(choice)
+
+
+def test_choose_refuses_an_unexplained_edge_of_an_ordered_grid():
+    scores = {0.1: 0.2, 0.3: 0.25, 1.0: 0.3}
+    with pytest.raises(ValueError, match="edge of the grid"):
+        choose(scores, ordered=True)
+    choice = choose(scores, ordered=True, edge_reason="a weight cannot exceed 1")
+    assert choice.best == 1.0 and "cannot exceed 1" in str(choice)
+    assert choose({0.1: 0.2, 0.3: 0.35, 1.0: 0.3}, ordered=True).edge_reason is None
+    assert choose(scores).best == 1.0  # unordered candidates have no edge
+
+
+def test_choose_errors():
+    with pytest.raises(ValueError, match="at least one"):
+        choose({})
+    with pytest.raises(ValueError, match="finite"):
+        choose({"a": float("nan")})
+
+
+def test_choose_setting_says_where_the_choice_lies():
+    assert choose_setting({"k": 50}, {"k": [10, 50, 200]}) == "validation chose k = 50 (inside the grid)"
+    assert "edge of the grid for k" in choose_setting({"k": 200}, {"k": [10, 50, 200]})
+
+
+def test_evaluate_seeds_matches_separate_evaluations(synthetic):
+    split = temporal_split(synthetic.interactions)
+    result = evaluate_seeds(lambda seed: RandomRecommender(seed=seed), split, seeds=(0, 1, 2))
+    by_hand = [evaluate(RandomRecommender(seed=s).fit(split.train), split)["NDCG@10"].iloc[0] for s in (0, 1, 2)]
+    assert result.mean == pytest.approx(sum(by_hand) / 3)
+    assert result.sd == pytest.approx(pd.Series(by_hand).std(ddof=1))
+    assert result.sd > 0  # the seeds really differ
+    assert list(result.per_user.columns) == [0, 1, 2]
+    assert result.user_mean.mean() == pytest.approx(result.mean)
+    deterministic = evaluate_seeds(lambda seed: Popularity(), split, seeds=(0, 1))
+    assert deterministic.sd == 0.0
+    table = seed_table({"random": result, "EASE": evaluate_seeds(lambda s: EASE(), split, seeds=(0,))},
+                       ["NDCG@10"])
+    assert list(table.columns) == ["NDCG@10", "NDCG@10 sd", "n"]
+    assert table.loc["EASE", "n"] == 1 and pd.isna(table.loc["EASE", "NDCG@10 sd"])
+
+
+def test_evaluate_seeds_errors(synthetic):
+    split = temporal_split(synthetic.interactions)
+    with pytest.raises(ValueError, match="distinct"):
+        evaluate_seeds(lambda seed: Popularity(), split, seeds=(1, 1))
+    with pytest.raises(ValueError, match="unknown metric"):
+        evaluate_seeds(lambda seed: Popularity(), split, seeds=(0,), metric="AUC")
+
+
+def test_mean_sd():
+    assert mean_sd(0.1784, 0.0081, 3) == "0.178 ± 0.008 (n = 3)"
+    assert mean_sd(0.1784, 0.0, 1) == "0.178"
