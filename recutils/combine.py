@@ -544,7 +544,9 @@ def tune_combinations(
         edge_reason=LARGE_TEMPERATURE_LIMIT if max(temperatures) >= 16 else None,
     )
     if len(temperatures) >= 3 and temperature.best == min(temperatures):
-        raise ValueError(f"validation chose τ = {temperature.best}, the smallest of {list(temperatures)}; widen the grid")
+        raise ValueError(
+            f"validation chose τ = {temperature.best}, the smallest of {list(temperatures)}; widen the grid"
+        )
     mixture, _ = tune_weights(
         lambda w: ScoreFusion(members, w, method="mixture", temperature=temperature.best),
         n,
@@ -565,7 +567,9 @@ def build_combinations(
         ScoreFusion(members, settings.combsum),
         ScoreFusion(members, method="combmnz"),
         ScoreFusion(members, settings.mixture, method="mixture", temperature=settings.temperature.best),
-        MatrixCombination(dict(zip(MatrixCombination.TERMS, settings.matrix, strict=True)), item_vectors=item_vectors),
+        MatrixCombination(
+            dict(zip(MatrixCombination.TERMS, settings.matrix, strict=True)), item_vectors=item_vectors
+        ),
     ]
     for combination, name in zip(built, COMBINATIONS, strict=True):
         combination.label = name

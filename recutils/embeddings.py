@@ -62,13 +62,15 @@ def user_profile_text(
     train: Interactions,
     min_rating: int = 4,
     max_titles: int = 20,
+    demographics: bool = True,
 ) -> list[str]:
     """One profile text per user, from demographics and the titles they liked in train.
 
     "A 24-year-old man, technician. Liked: Toy Story, Star Wars, ..." with the
     user's most recent liked titles first (at most ``max_titles``, so the text
     fits the encoder's window). Only train interactions are read, so no test
-    item leaks into the profile.
+    item leaks into the profile. With ``demographics=False`` the text is just
+    "Liked: ...".
 
     Returns: ``train.n_users`` strings in user-index order.
     """
@@ -84,7 +86,8 @@ def user_profile_text(
     for user, row in enumerate(users.itertuples(index=False)):
         who = f"A {row.age}-year-old {GENDER_WORDS.get(row.gender, 'person')}, {row.occupation}."
         titles = titles_by_user.get(user, [])
-        texts.append(f"{who} Liked: {', '.join(titles)}." if titles else f"{who} No liked films yet.")
+        text = f"Liked: {', '.join(titles)}." if titles else "No liked films yet."
+        texts.append(f"{who} {text}" if demographics else text)
     return texts
 
 

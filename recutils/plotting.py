@@ -169,6 +169,31 @@ def plot_training_curves(logs: dict[str, object], reference: dict[str, float] | 
     return fig
 
 
+def plot_seed_curves(curves: dict[str, Sequence[Sequence[float]]], ylabel: str = "validation NDCG@10") -> Figure:
+    """One line per run family: the mean over seeds per epoch, with a band from the lowest to
+    the highest seed. Runs that stopped early simply end; an epoch's mean is over the seeds
+    that reached it.
+
+    Args:
+        curves: name -> one sequence of per-epoch values per seed.
+    """
+    if not curves or any(len(runs) == 0 for runs in curves.values()):
+        raise ValueError("every curve family needs at least one run")
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), layout="constrained")
+    for name, runs in curves.items():
+        length = max(len(r) for r in runs)
+        values = np.full((len(runs), length), np.nan)
+        for row, run in enumerate(runs):
+            values[row, : len(run)] = run
+        epochs = np.arange(1, length + 1)
+        line = ax.plot(epochs, np.nanmean(values, axis=0), marker=".", label=f"{name} (n = {len(runs)})")
+        ax.fill_between(epochs, np.nanmin(values, axis=0), np.nanmax(values, axis=0), alpha=0.2,
+                        color=line[0].get_color())
+    ax.set(xlabel="epoch", ylabel=ylabel, title="mean over seeds; band: lowest to highest seed")
+    ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
 def plot_mixing_curve(curves: pd.DataFrame, x: str, metric: str = "NDCG@10", log_x: bool = False) -> Figure:
     """A metric against a setting (a mixing weight, a half-life), one line per column
     (e.g. validation and test), each line's best point circled.

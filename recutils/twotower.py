@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import pandas as pd
@@ -42,6 +42,23 @@ from recutils.text import pick_device
 
 # Bump when training or architecture code changes, so cached models are retrained.
 MODEL_VERSION = "twotower-v3"
+
+
+#: The optimisers a tower can be trained with (``TwoTowerConfig.optimizer``), built from the
+#: parameters, the learning rate and the weight decay. SGD uses momentum 0.9; AdamW applies the
+#: weight decay to the weights directly instead of through the gradient.
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": lambda params, lr, weight_decay: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay),
+    "adamw": lambda params, lr, weight_decay: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),
+    "sgd": lambda params, lr, weight_decay: torch.optim.SGD(
+        params, lr=lr, momentum=0.9, weight_decay=weight_decay
+    ),
+    "rmsprop": lambda params, lr, weight_decay: torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay),
+}
+#: Config fields added after models had been cached, with their defaults. At the default they
+#: are left out of the cache key and read as the default from older checkpoints, so those
+#: models stay valid.
+LATER_FIELDS: dict[str, object] = {"optimizer": "adam"}
 
 
 @dataclass(frozen=True)
@@ -65,12 +82,15 @@ class TwoTowerConfig:
     patience: int = 3
     refit: bool = True
     seed: int = 0
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
 
     def __post_init__(self) -> None:
         if self.user_input not in ("text", "history", "query"):
             raise ValueError(f"user_input must be 'text', 'history' or 'query', got {self.user_input!r}")
         if self.objective not in ("softmax", "bce"):
             raise ValueError(f"objective must be 'softmax' or 'bce', got {self.objective!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         for name in ("hidden", "out_dim", "depth", "negatives", "batch_size", "epochs", "patience"):
             check_int(getattr(self, name), name, minimum=1)
         check_int(self.id_dim, "id_dim", minimum=0)
@@ -416,7 +436,7 @@ class TwoTower(VectorRecommender):
         torch.manual_seed(c.seed)
         generator = torch.Generator().manual_seed(c.seed)
         net = TwoTowerNet(self.item_vectors, train.n_users, c, self.user_vectors).to(self.device)
-        optimiser = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        optimiser = OPTIMIZERS[c.optimizer](net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         histories = Histories(train, self.device)
         users, items = train.column("user"), train.column("item")
         counts = train.item_counts().float()
@@ -575,7 +595,11 @@ class TwoTower(VectorRecommender):
             )
         meta = json.loads((folder / "config.json").read_text())
         saved = meta["config"]
-        differs = {k: (saved.get(k), v) for k, v in asdict(self.config).items() if saved.get(k) != v}
+        differs = {
+            k: (saved.get(k, LATER_FIELDS.get(k)), v)
+            for k, v in asdict(self.config).items()
+            if saved.get(k, LATER_FIELDS.get(k)) != v
+        }
         if differs:
             detail = ", ".join(f"{k}: saved {a!r}, here {b!r}" for k, (a, b) in differs.items())
             raise ValueError(f"checkpoint {folder} was made with another config ({detail})")
@@ -598,7 +622,7 @@ class TwoTower(VectorRecommender):
 
     def _cache_key(self, train: Interactions) -> str:
         digest = hashlib.sha256(MODEL_VERSION.encode())
-        digest.update(json.dumps(asdict(self.config), sort_keys=True).encode())
+        digest.update(json.dumps(_key_fields(self.config), sort_keys=True).encode())
         digest.update(train.fingerprint().encode())
         digest.update(self.item_vectors.numpy().tobytes())
         if self.user_vectors is not None:
@@ -612,6 +636,11 @@ class TwoTower(VectorRecommender):
     def parameter_count(self) -> int:
         """Trainable parameters (the frozen BERT vectors are not counted)."""
         return sum(p.numel() for p in self.net_.parameters())
+
+
+def _key_fields(config: TwoTowerConfig) -> dict[str, object]:
+    """The config as the cache key sees it: later fields at their default left out."""
+    return {k: v for k, v in asdict(config).items() if not (k in LATER_FIELDS and LATER_FIELDS[k] == v)}
 
 
 def _is_validation_of(validation: Split, train: Interactions) -> bool:

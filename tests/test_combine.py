@@ -272,14 +272,17 @@ def test_tune_and_build_combinations(synthetic):
     val = validation_split(split)
     vectors = torch.randn(split.train.n_items, 8, generator=torch.Generator().manual_seed(0))
     members = cache_scores([EASE(l2=10.0).fit(val.train), Popularity().fit(val.train)])
-    settings = tune_combinations(members, val, matrix=(1.0, 0.0, 0.0), temperatures=(0.5, 2.0), step=0.5)
+    settings = tune_combinations(
+        members, val, matrix=(1.0, 0.0, 0.0), temperatures=(0.5, 2.0), step=0.5
+    )
     assert len(settings.combsum) == 2 and math.isclose(sum(settings.mixture), 1.0)
     assert list(settings.temperature.table.index) == [0.5, 2.0]
     built = build_combinations(members, settings, vectors)
     assert list(built) == list(COMBINATIONS)
     assert all(c.name == name for name, c in built.items())
     assert member_weights(built["CombSUM (min-max), equal weights"]) == {m.name: 1.0 for m in members}
-    assert member_weights(built["matrix combination, tuned"]) == {"item_cf": 1.0, "user_cf": 0.0, "content": 0.0}
+    matrix_weights = member_weights(built["matrix combination, tuned"])
+    assert matrix_weights == {"item_cf": 1.0, "user_cf": 0.0, "content": 0.0}
     with pytest.raises(TypeError, match="not a combination"):
         member_weights(members[0])
 

@@ -44,6 +44,9 @@ def test_user_profile_text_uses_train_likes_most_recent_first():
     assert texts[0] == "A 24-year-old man, technician. Liked: The Matrix, Heat."
     assert texts[1] == "A 53-year-old woman, other. Liked: Big."
     assert texts[2] == "A 30-year-old person, writer. No liked films yet."
+    plain = user_profile_text(users, items, _toy(), demographics=False)
+    assert plain == ["Liked: The Matrix, Heat.", "Liked: Big.", "No liked films yet."]
+    assert user_profile_text(users, items, _toy(), max_titles=1)[0] == "A 24-year-old man, technician. Liked: The Matrix."
     with pytest.raises(ValueError, match="do not match"):
         user_profile_text(users.iloc[:2], items, _toy())
 

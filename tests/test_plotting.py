@@ -124,3 +124,20 @@ def test_popularity_maps_one_panel_per_space_coloured_by_popularity():
     assert colours == pytest.approx(sorted(torch.log1p(counts.float()).tolist()))
     with pytest.raises(ValueError, match="one vector per item"):
         plot_popularity_maps({"raw": torch.zeros(4, 2)}, counts)
+
+
+def test_seed_curves_plot_the_mean_and_the_range_over_seeds():
+    import numpy as np
+
+    from recutils.plotting import plot_seed_curves
+
+    fig = plot_seed_curves({"adam": [[0.1, 0.2, 0.3], [0.3, 0.4]], "sgd": [[0.05]]})
+    ax = fig.axes[0]
+    adam = ax.lines[0]
+    # Epochs 1-2 average both seeds; epoch 3 has only the seed that got there.
+    assert np.allclose(adam.get_ydata(), [0.2, 0.3, 0.3])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["adam (n = 2)", "sgd (n = 1)"]
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(0.1) and band.max() == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="at least one run"):
+        plot_seed_curves({"adam": []})

@@ -302,3 +302,30 @@ def test_validation_of_a_global_split_is_accepted_and_others_refused(planted, sy
     # A validation split of g.train does not split all of the interactions (rows after g's cut are missing).
     with pytest.raises(ValueError, match="validation must be"):
         TwoTower(vectors, validation=validation_split(g), use_cache=False, **settings).fit(everything)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamw"])
+def test_every_optimizer_trains(planted, optimizer):
+    vectors, split = planted
+    lr = {"sgd": 0.3, "rmsprop": 3e-3, "adamw": 3e-3}[optimizer]
+    # With no weight decay AdamW is Adam exactly; with some, it decays the weights directly.
+    settings = {**SMALL, "lr": lr, "weight_decay": 0.01 if optimizer == "adamw" else 0.0}
+    model = TwoTower(vectors, use_cache=False, optimizer=optimizer, **settings).fit(split.train)
+    assert model.log_.loss[-1] < model.log_.loss[0]
+    adam = TwoTower(vectors, use_cache=False, **settings).fit(split.train)
+    assert model.log_.loss != adam.log_.loss  # the optimiser really changed
+
+
+def test_the_optimizer_field_keeps_adam_models_cached(planted):
+    from dataclasses import asdict
+
+    from recutils.twotower import _key_fields
+
+    vectors, split = planted
+    adam, sgd = TwoTower(vectors, **SMALL), TwoTower(vectors, optimizer="sgd", **SMALL)
+    # At its default the later field is not part of the key, so models cached before it existed still match.
+    assert "optimizer" not in _key_fields(adam.config) and _key_fields(sgd.config)["optimizer"] == "sgd"
+    assert {k: v for k, v in asdict(adam.config).items() if k != "optimizer"} == _key_fields(adam.config)
+    assert adam._cache_key(split.train) != sgd._cache_key(split.train)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TwoTowerConfig(optimizer="lbfgs")
