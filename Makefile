@@ -67,7 +67,7 @@ browser: $(STAMP)
 	$(PY) -m pytest -rs tests/browser
 
 notebooks: $(STAMP)
-	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+	$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval-sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
 
 test: unit notebooks html browser
 
