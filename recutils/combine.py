@@ -19,7 +19,7 @@ import torch
 from recutils.checks import check_int, check_number, check_rows
 from recutils.metrics import evaluate
 from recutils.recommender import Recommender, UserIndices, require_fitted_on
-from recutils.selection import Choice, SeedResult, choose
+from recutils.selection import Choice, SeedResult, choose, evaluate_seeds
 from recutils.similarity import association_matrix, cosine_similarity
 from recutils.split import Interactions, Split
 
@@ -606,7 +606,6 @@ def evaluate_over_seeds(
     """
     if len(seeds) == 0 or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and non-empty, got {list(seeds)}")
-    metric = f"NDCG@{k}"
     by_seed = {seed: dict(systems(seed)) for seed in seeds}
     results = {}
     for name in by_seed[seeds[0]]:
@@ -614,12 +613,7 @@ def evaluate_over_seeds(
         if any(m is None for m in models):
             raise ValueError(f"system {name!r} is missing for some seeds")
         same = all(m is models[0] for m in models)
-        summaries, per_user = [], {}
-        for seed, model in zip(seeds[:1] if same else seeds, models, strict=False):
-            if not hasattr(model, "train_") or model.train_.fingerprint() != split.train.fingerprint():
-                model.fit(split.train)
-            summary, users = evaluate(model, split, k=k, per_user=True)
-            summaries.append(summary.assign(seed=seed).set_index("seed"))
-            per_user[seed] = users[metric]
-        results[name] = SeedResult(pd.concat(summaries), pd.DataFrame(per_user), metric)
+        results[name] = evaluate_seeds(
+            lambda seed, name=name: by_seed[seed][name], split, seeds[:1] if same else seeds, k=k
+        )
     return results

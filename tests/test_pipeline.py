@@ -2,8 +2,6 @@ import pandas as pd
 import pytest
 
 from recutils.cf import ItemKNN
-from recutils.data import make_synthetic
-from recutils.embeddings import item_text
 from recutils.metrics import evaluate
 from recutils.pipeline import DatasetDescription, Pipeline, content, item_knn, popularity
 
@@ -50,18 +48,8 @@ def test_bad_descriptions_are_named():
 
 
 @pytest.fixture(scope="module")
-def synthetic_run():
-    data = make_synthetic(n_users=90, n_items=45, per_user=10)
-    description = DatasetDescription(
-        name="synthetic",
-        interactions=data.interactions.frame,
-        user="user",
-        item="item",
-        items=data.items.reset_index(),
-        item_text=lambda train: item_text(data.items),
-        time="timestamp",
-        rating="rating",
-    )
+def synthetic_run(synthetic_description):
+    _, description = synthetic_description
     models = {"Popularity": popularity(), "content": content(), "ItemKNN": item_knn(k=20)}
     return Pipeline(models, protocol="P1").run(description)
 

@@ -1,14 +1,14 @@
 """evaluate and Pipeline under the cold-start protocols (P2: cold items, P3: cold users) and k != 10."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from recutils.baselines import Popularity
 from recutils.cf import ContentRecommender, ItemKNN
-from recutils.data import make_synthetic
-from recutils.embeddings import item_text
 from recutils.metrics import coverage_at_k, evaluate, hits_at_k, ndcg_at_k
-from recutils.pipeline import DatasetDescription, Pipeline, content, item_knn, popularity
+from recutils.pipeline import Pipeline, content, item_knn, popularity
 from recutils.recommender import Recommender
 from recutils.split import cold_item_split, cold_user_split
 
@@ -67,21 +67,11 @@ def test_p3_ranks_every_item_for_users_without_history(synthetic):
 
 
 @pytest.fixture(scope="module")
-def description():
-    data = make_synthetic(n_users=90, n_items=45, per_user=10)
+def description(synthetic_description):
+    data, base = synthetic_description
     topics = data.items["genres"].str[0].to_numpy()
     cluster = data.users["cluster"].to_numpy()
-    return DatasetDescription(
-        name="synthetic",
-        interactions=data.interactions.frame,
-        user="user",
-        item="item",
-        items=data.items.reset_index(),
-        item_text=lambda train: item_text(data.items),
-        time="timestamp",
-        rating="rating",
-        user_text=lambda train: [f"I like {sorted(set(topics))[c]} films" for c in cluster],
-    )
+    return replace(base, user_text=lambda train: [f"I like {sorted(set(topics))[c]} films" for c in cluster])
 
 
 @pytest.mark.parametrize(
