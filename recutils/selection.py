@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recutils.metrics import edge_parameters, evaluate
+from recutils.metrics import Bootstrap, edge_parameters, evaluate
 from recutils.recommender import Recommender
 from recutils.split import Split
 
@@ -174,3 +174,26 @@ def seed_table(results: Mapping[str, SeedResult], metrics: Sequence[str] | None 
     table = pd.DataFrame.from_dict(rows, orient="index")
     ordered = [c for m in (metrics or []) for c in (m, f"{m} sd") if c in table.columns]
     return table[ordered + [c for c in table.columns if c not in ordered]] if metrics else table
+
+
+def glue_intervals(
+    intervals: Mapping[str, Bootstrap],
+    words: tuple[str, str, str] = ("above", "below", "within noise of"),
+) -> pd.DataFrame:
+    """Glue each paired-bootstrap interval for the prose, and return them as a table.
+
+    For every key, ``ci_<key>`` is the interval as text ("+0.0085 [+0.0020, +0.0150]") and
+    ``verdict_<key>`` is ``Bootstrap.verdict(*words)`` (the first word when the interval lies above
+    zero, the second when below, the third when it holds zero).
+
+    Returns: one row per key: difference, 95% low, 95% high, verdict.
+    """
+    from myst_nb import glue  # only notebooks glue; the rest of recutils does not need myst-nb
+
+    rows = {}
+    for key, result in intervals.items():
+        glue(f"ci_{key}", str(result), display=False)
+        glue(f"verdict_{key}", result.verdict(*words), display=False)
+        rows[key] = {"difference": result.difference, "95% low": result.low, "95% high": result.high,
+                     "verdict": result.verdict(*words)}
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -99,10 +99,16 @@ def _overlapping_split():
     return Split("P1", SPLIT.train, Interactions(test, SPLIT.test.n_users, SPLIT.test.n_items))
 
 
+def _empty_validation():
+    """A validation split whose test part holds no interactions."""
+    empty = Interactions(SPLIT.test.frame.iloc[:0], SPLIT.test.n_users, SPLIT.test.n_items)
+    return Split("P1", SPLIT.train, empty)
+
+
 def _saved_tower():
     """A one-epoch two-tower on SPLIT.train, saved to a fresh folder."""
     folder = Path(tempfile.mkdtemp(dir=SCRATCH.name))
-    TwoTower(VECTORS, epochs=1, use_cache=False).fit(SPLIT.train).save(folder)
+    TwoTower(VECTORS, epochs=1, batch_size=64, use_cache=False).fit(SPLIT.train).save(folder)
     return folder
 
 
@@ -277,9 +283,35 @@ CASES = [
     ),
     (
         "twotower-vectors-length",
-        lambda: TwoTower(VECTORS[:-1], epochs=1, use_cache=False).fit(SPLIT.train),
+        lambda: TwoTower(VECTORS[:-1], epochs=1, batch_size=64, use_cache=False).fit(SPLIT.train),
         ValueError,
         "item_vectors",
+    ),
+    (
+        "twotower-batch-larger-than-data",
+        lambda: TwoTower(VECTORS, batch_size=10_000, use_cache=False).fit(SPLIT.train),
+        ValueError,
+        "batch_size 10000 is larger than the",
+    ),
+    (
+        "twotower-empty-validation",
+        lambda: TwoTower(VECTORS, validation=_empty_validation(), batch_size=64, use_cache=False).fit(SPLIT.train),
+        ValueError,
+        "validation split has no test interactions",
+    ),
+    (
+        "twotower-loss-not-finite",
+        lambda: TwoTower(VECTORS, temperature=1e-300, epochs=2, batch_size=64, use_cache=False).fit(SPLIT.train),
+        FloatingPointError,
+        r"loss became nan in epoch 1 \(optimizer adam, lr 0.001, temperature 1e-300\)",
+    ),
+    ("twotower-lr-decay", lambda: TwoTower(VECTORS, lr_decay=1.5), ValueError, "lr_decay"),
+    ("twotower-history-dropout", lambda: TwoTower(VECTORS, history_dropout=1.0), ValueError, "history_dropout"),
+    (
+        "twotower-cached-id-size",
+        lambda: TwoTower(VECTORS, epochs=1, batch_size=64, id_dim=4).load(_saved_tower(), SPLIT.train),
+        ValueError,
+        "id_dim: saved 0, here 4",
     ),
     # --- fusion -------------------------------------------------------------------------------
     (
@@ -424,13 +456,13 @@ CASES = [
     # --- caches and checkpoints (damaged cache entries are rebuilt: see test_caches.py) ----------
     (
         "checkpoint-missing",
-        lambda: TwoTower(VECTORS, epochs=1).load(Path(tempfile.mkdtemp(dir=SCRATCH.name)), SPLIT.train),
+        lambda: TwoTower(VECTORS, epochs=1, batch_size=64).load(Path(tempfile.mkdtemp(dir=SCRATCH.name)), SPLIT.train),
         FileNotFoundError,
         "config.json",
     ),
     (
         "checkpoint-other-data",
-        lambda: TwoTower(VECTORS, epochs=1).load(_saved_tower(), _swapped_train()),
+        lambda: TwoTower(VECTORS, epochs=1, batch_size=64).load(_saved_tower(), _swapped_train()),
         ValueError,
         "other interactions",
     ),
@@ -442,7 +474,7 @@ CASES = [
     ),
     (
         "checkpoint-other-vectors",
-        lambda: TwoTower(VECTORS + 1, epochs=1).load(_saved_tower(), SPLIT.train),
+        lambda: TwoTower(VECTORS + 1, epochs=1, batch_size=64).load(_saved_tower(), SPLIT.train),
         ValueError,
         "other item vectors",
     ),

@@ -214,7 +214,7 @@ from recutils.twotower import TwoTower
 data = make_synthetic(n_users=40, n_items=30, per_user=8)
 split = temporal_split(data.interactions)
 vectors = torch.nn.functional.one_hot(torch.tensor(data.items["cluster"].to_numpy()), 3).float()
-model = TwoTower(vectors, validation=validation_split(split), hidden=16, out_dim=8, epochs=4, patience=4)
+model = TwoTower(vectors, validation=validation_split(split), hidden=16, out_dim=8, epochs=4, patience=4, batch_size=64)
 np.save(sys.argv[1], model.fit(split.train).score(torch.arange(40)).numpy())
 """
 

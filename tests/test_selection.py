@@ -3,7 +3,7 @@ import pytest
 
 from recutils.baselines import EASE, Popularity, RandomRecommender
 from recutils.metrics import evaluate
-from recutils.selection import choose, choose_setting, evaluate_seeds, mean_sd, seed_table
+from recutils.selection import choose, choose_setting, evaluate_seeds, glue_intervals, mean_sd, seed_table
 from recutils.split import temporal_split
 
 
@@ -66,3 +66,17 @@ def test_evaluate_seeds_errors(synthetic):
 def test_mean_sd():
     assert mean_sd(0.1784, 0.0081, 3) == "0.178 ± 0.008 (n = 3)"
     assert mean_sd(0.1784, 0.0, 1) == "0.178"
+
+
+def test_glue_intervals_glues_text_and_verdict_for_each_key(monkeypatch):
+    import myst_nb
+
+    from recutils.metrics import Bootstrap
+
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: glued.__setitem__(name, value))
+    above = Bootstrap(difference=0.02, low=0.01, high=0.03, level=0.95, n_users=10)
+    tie = Bootstrap(difference=0.0, low=-0.01, high=0.01, level=0.95, n_users=10)
+    table = glue_intervals({"a": above, "b": tie}, words=("better", "worse", "level"))
+    assert glued == {"ci_a": str(above), "verdict_a": "better", "ci_b": str(tie), "verdict_b": "level"}
+    assert list(table.index) == ["a", "b"] and table.loc["a", "95% low"] == 0.01

@@ -316,16 +316,77 @@ def test_every_optimizer_trains(planted, optimizer):
     assert model.log_.loss != adam.log_.loss  # the optimiser really changed
 
 
-def test_the_optimizer_field_keeps_adam_models_cached(planted):
+@pytest.mark.parametrize(
+    ("field", "other"), [("optimizer", "sgd"), ("lr_decay", 0.9), ("history_dropout", 0.3), ("user_ids", False)]
+)
+def test_later_fields_keep_older_cached_models(planted, field, other):
     from dataclasses import asdict
 
-    from recutils.twotower import _key_fields
+    from recutils.twotower import LATER_FIELDS, _key_fields
 
     vectors, split = planted
-    adam, sgd = TwoTower(vectors, **SMALL), TwoTower(vectors, optimizer="sgd", **SMALL)
-    # At its default the later field is not part of the key, so models cached before it existed still match.
-    assert "optimizer" not in _key_fields(adam.config) and _key_fields(sgd.config)["optimizer"] == "sgd"
-    assert {k: v for k, v in asdict(adam.config).items() if k != "optimizer"} == _key_fields(adam.config)
-    assert adam._cache_key(split.train) != sgd._cache_key(split.train)
+    default, changed = TwoTower(vectors, **SMALL), TwoTower(vectors, **{**SMALL, field: other})
+    # At its default a later field is not part of the key, so models cached before it existed still match.
+    assert field not in _key_fields(default.config) and _key_fields(changed.config)[field] == other
+    assert {k: v for k, v in asdict(default.config).items() if k not in LATER_FIELDS} == _key_fields(default.config)
+    assert default._cache_key(split.train) != changed._cache_key(split.train)
+
+
+def test_bad_optimizer_name():
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TwoTowerConfig(optimizer="lbfgs")
+
+
+def test_history_dropout_averages_only_the_kept_items():
+    vectors = torch.eye(4)
+    net = TwoTowerNet(vectors, 1, TwoTowerConfig(hidden=4, out_dim=4, depth=1, dropout=0.0, user_input="text"))
+    histories = Histories.from_matrix(torch.tensor([[1.0, 1.0, 1.0, 0.0]]))
+    keep = torch.tensor([[1.0, 0.0, 1.0, 1.0]])  # item 1 hidden; item 3 is not in the history anyway
+    with torch.no_grad():
+        dropped = net.user_vectors(torch.tensor([0]), histories, leave_out=torch.tensor([2]), keep=keep)
+        # What is left: item 0 only, so the user tower reads vector 0 exactly.
+        expected = torch.nn.functional.normalize(net.user_tower(vectors[[0]]), dim=1)
+    assert torch.allclose(dropped, expected)
+
+
+def test_lr_decay_and_history_dropout_change_training(planted):
+    vectors, split = planted
+    plain = TwoTower(vectors, use_cache=False, **SMALL).fit(split.train)
+    users = torch.arange(split.train.n_users)
+    for option in ({"lr_decay": 0.5}, {"history_dropout": 0.5}):
+        other = TwoTower(vectors, use_cache=False, **SMALL, **option).fit(split.train)
+        assert not torch.equal(plain.score(users), other.score(users)), option
+
+
+def test_lr_decay_shrinks_the_steps_geometrically(planted):
+    # With decay 0.1 the learning rate of epoch e is lr * 0.1**e: after many epochs the weights barely move.
+    vectors, split = planted
+    settings = {**SMALL, "epochs": 8}
+    decayed = TwoTower(vectors, use_cache=False, lr_decay=0.1, **settings).fit(split.train)
+    first = TwoTower(vectors, use_cache=False, lr_decay=0.1, **{**settings, "epochs": 6}).fit(split.train)
+    def gap(a, b):
+        return max((x - y).abs().max().item() for x, y in zip(a.net_.parameters(), b.net_.parameters()))
+
+    # Epochs 7 and 8 run at lr * 1e-6 and 1e-7: the two models differ by a few such steps at most,
+    # while without decay the same two epochs move the weights by many full-size steps.
+    constant = TwoTower(vectors, use_cache=False, **settings).fit(split.train)
+    constant_first = TwoTower(vectors, use_cache=False, **{**settings, "epochs": 6}).fit(split.train)
+    assert gap(decayed, first) < 100 * SMALL["lr"] * 1e-6
+    assert gap(constant, constant_first) > SMALL["lr"]
+
+
+def test_user_ids_off_leaves_the_user_tower_without_id_vectors():
+    vectors = torch.eye(4)
+    net = TwoTowerNet(vectors, 3, TwoTowerConfig(id_dim=2, user_ids=False))
+    assert net.user_ids is None and net.item_ids is not None
+
+
+def test_careful_variant_names_the_design_trained_with_care():
+    from recutils.twotower import CAREFUL_SETTINGS, VARIANTS, careful_variant
+
+    key = careful_variant("article_user")
+    assert VARIANTS[key][1] == {"user_input": "text", **CAREFUL_SETTINGS}
+    with pytest.raises(ValueError, match="no variant in VARIANTS trains 'bce'"):
+        careful_variant("bce")
+    with pytest.raises(ValueError, match="unknown two-tower variant"):
+        careful_variant("nope")
