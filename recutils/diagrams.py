@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
@@ -30,8 +30,12 @@ def draw_flow(
     arrows: Sequence[tuple[str, str]],
     size: tuple[float, float] = (10.0, 4.0),
     title: str | None = None,
+    legend: bool = True,
 ) -> Figure:
     """Draw ``boxes`` and an arrow for each (from, to) pair of box names.
+
+    Args:
+        legend: explain the box colours (given, frozen, trained, computed).
 
     Raises:
         ValueError: an arrow names an unknown box, or a box has an unknown kind.
@@ -65,8 +69,9 @@ def draw_flow(
                 _edge_point(a, b), _edge_point(b, a), arrowstyle="-|>", mutation_scale=12, color="#555555"
             )
         )
-    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=c, edgecolor="#555555") for c in COLOURS.values()]
-    ax.legend(handles, list(COLOURS), loc="lower right", fontsize=8, frameon=False, ncols=4)
+    if legend:
+        handles = [plt.Rectangle((0, 0), 1, 1, facecolor=c, edgecolor="#555555") for c in COLOURS.values()]
+        ax.legend(handles, list(COLOURS), loc="lower right", fontsize=8, frameon=False, ncols=4)
     if title:
         ax.set_title(title)
     return fig
@@ -116,3 +121,71 @@ def two_tower_diagram(user_input: str = "text", temperature: float = 0.05) -> Fi
         ("score", "loss"),
     ]
     return draw_flow(boxes, arrows, size=(14.2, 4.1))
+
+
+#: The article's section 2.2 flowchart (a Mermaid ``graph TB``): node → (English label, the article's term).
+ARTICLE_CONCEPTS = {
+    "A": ("large model", "大模型"),
+    "B": ("collaborative\nfiltering", "协同过滤"),
+    "C": ("deep\nrecommendation", "深度推荐"),
+    "D": ("result generation\n& combination", "结果生成组合"),
+    "E": ("rank\ncombination", "排序组合"),
+    "F": ("user-based CF", "基于用户的协同过滤"),
+    "G": ("item-based CF", "基于物品的协同过滤"),
+    "H": ("similarity\ncomputation", "相似度计算"),
+    "I": ("similar users", "相似用户"),
+    "J": ("item vectors", "物品向量"),
+    "K": ("similar items", "相似物品"),
+    "L": ("item\nrepresentation", "物品表示"),
+    "M": ("similar-item\nrepresentation", "相似物品表示"),
+    "N": ("final\nrecommendations", "最终推荐结果"),
+}
+ARTICLE_EDGES = [
+    ("A", "B"), ("A", "C"), ("C", "D"), ("D", "E"), ("B", "F"), ("B", "G"), ("F", "H"),
+    ("F", "I"), ("G", "J"), ("G", "K"), ("J", "L"), ("K", "M"), ("E", "N"),
+]  # fmt: skip
+
+#: The six steps of the article's application sections (6.1–6.3), and what the book's pipeline does at each.
+ARTICLE_STEPS = [
+    ("1. behaviour data", "interactions, split\nP1 / P2 / P3 + validation"),
+    ("2. item attributes", "one text per item\n(and per user)"),
+    ("3. BERT embeddings", "frozen MiniLM:\ni_emb, u_emb"),
+    ("4. similarity", "content cosine,\nItemKNN, EASE"),
+    ("5. two-tower", "MLP towers,\nseeded, early-stopped"),
+    ("6. combination", "CombSUM, weights\ntuned on validation"),
+]
+
+
+def article_flow_diagram(section: str = "2.2") -> Figure:
+    """The article's flow, redrawn by code.
+
+    Args:
+        section: "2.2", the article's concept flowchart, node for node and arrow for arrow
+            (English labels; the article's terms are in ``ARTICLE_CONCEPTS``); or "6.2", its
+            six application steps in order, each with what ``recutils.pipeline`` does there.
+    """
+    if section == "2.2":
+        rows = [["A"], ["B", "C"], ["F", "G", "D"], ["H", "I", "J", "K", "E"], ["L", "M", "N"]]
+        columns = {"A": 6.6, "B": 3.6, "C": 10.8, "F": 2.4, "G": 6.0, "D": 10.8, "H": 1.2, "I": 3.6,
+                   "J": 6.0, "K": 8.4, "E": 10.8, "L": 6.0, "M": 8.4, "N": 10.8}  # fmt: skip
+        boxes = {
+            node: Box(ARTICLE_CONCEPTS[node][0], columns[node], 8.2 - 1.7 * level, "input", height=0.95)
+            for level, row in enumerate(rows)
+            for node in row
+        }
+        boxes["A"] = replace(boxes["A"], kind="frozen")  # the pretrained model
+        for node in ("D", "E", "N"):  # what reaches the user
+            boxes[node] = replace(boxes[node], kind="output")
+        return draw_flow(boxes, ARTICLE_EDGES, size=(12.2, 9.0), legend=False)
+    if section == "6.2":
+        boxes = {}
+        for index, (step, detail) in enumerate(ARTICLE_STEPS):
+            x = 1.3 + 2.6 * index
+            boxes[f"s{index}"] = Box(step, x, 2.3, "input", width=2.3, height=0.7)
+            boxes[f"d{index}"] = Box(detail, x, 0.9, "output", width=2.3, height=1.0)
+        arrows = [(f"s{i}", f"s{i + 1}") for i in range(len(ARTICLE_STEPS) - 1)]
+        arrows += [(f"s{i}", f"d{i}") for i in range(len(ARTICLE_STEPS))]
+        return draw_flow(boxes, arrows, size=(15.8, 3.0), legend=False)
+    raise ValueError(
+        f"section must be '2.2' (the concept flowchart) or '6.2' (the six steps), got {section!r}"
+    )

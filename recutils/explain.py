@@ -9,12 +9,16 @@ cosine and is how the (inductive) two-tower serves a changed history anyway.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+
 import torch
 
 from recutils.baselines import EASE
 from recutils.cf import ContentRecommender, ItemKNN
+from recutils.perturb import ExcludeConsumed, restrict_test, truncate_histories
 from recutils.recommender import Recommender, require_fitted_on
-from recutils.split import Interactions
+from recutils.selection import SeedResult, evaluate_seeds
+from recutils.split import Interactions, Split
 from recutils.twotower import TwoTower
 
 
@@ -100,3 +104,41 @@ def faithfulness(model: Recommender, histories: torch.Tensor, items: torch.Tenso
     edited[rows, cited] = 0
     after = fold_in_scores(model, edited)[rows, items]
     return after < before
+
+
+def cold_user_results(
+    fitted: Mapping[str, Sequence[Recommender]],
+    split: Split,
+    users: torch.Tensor,
+    keeps: Sequence[int | None] = (1, 3, 5, None),
+    refitted: Mapping[str, Callable[[], Recommender]] | None = None,
+) -> dict[int | str, dict[str, SeedResult]]:
+    """Cold users served by fold-in: ``users`` keep only their latest ``keep`` train items.
+
+    Each model of ``fitted`` (one fitted model per seed, trained on ``split.train``) scores
+    the cut histories without retraining (:class:`FoldIn`); the models of ``refitted``
+    (factories, e.g. Popularity) are refitted on the cut data. Test is measured on
+    ``users`` only. The films a cut removed were still watched: every list skips them
+    (:class:`~recutils.perturb.ExcludeConsumed` over ``split.train``), or they would be
+    recommended back and count as misses.
+
+    Returns: ``{keep (or "all" for None): {model name: SeedResult}}``.
+    """
+    results: dict[int | str, dict[str, SeedResult]] = {}
+    for keep in keeps:
+        cut = split if keep is None else truncate_histories(split, users, keep)
+        measured = restrict_test(cut, users)
+
+        def served(model: Recommender, cut: Split = cut) -> Recommender:
+            return ExcludeConsumed(model, split.train).fit(cut.train)
+
+        row = {
+            name: evaluate_seeds(lambda s, make=make: served(make().fit(cut.train)), measured, seeds=(0,))
+            for name, make in (refitted or {}).items()
+        }
+        for name, models in fitted.items():
+            row[name] = evaluate_seeds(
+                lambda s, ms=models: served(FoldIn(ms[s]).fit(cut.train)), measured, seeds=range(len(models))
+            )
+        results["all" if keep is None else keep] = row
+    return results

@@ -13,11 +13,15 @@ that what each user consumed is still never recommended.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+
 import numpy as np
 import pandas as pd
 import torch
 
+from recutils.metrics import paired_bootstrap
 from recutils.recommender import Recommender, require_fitted_on
+from recutils.selection import evaluate_seeds
 from recutils.split import Interactions, Split
 
 
@@ -151,3 +155,75 @@ def target_reach(model: Recommender, users: torch.Tensor, target: int, k: int = 
     if not 0 <= target < model.train_.n_items:
         raise ValueError(f"target {target} is not an item index (0..{model.train_.n_items - 1})")
     return float((model.recommend(users, k) == target).any(dim=1).float().mean())
+
+
+#: Builds the unfitted model ``name`` for changed data, as it was built for the clean split:
+#: ``refit(name, changed_split, seed)``.
+Refit = Callable[[str, Split, int], Recommender]
+
+
+def push_attack(
+    fitted: Mapping[str, Sequence[Recommender]],
+    refit: Refit,
+    split: Split,
+    target: int,
+    filler: torch.Tensor,
+    sizes: Sequence[int],
+    sizes_for: Mapping[str, Sequence[int]] | None = None,
+) -> pd.DataFrame:
+    """A push attack at several sizes: each model retrained on the attacked data.
+
+    ``fitted`` holds each model fitted on the clean ``split`` (one per seed); a model
+    listed in ``sizes_for`` is attacked only at those sizes (an expensive one). The
+    target is measured on the real users who have not rated it.
+
+    Returns: the mean and sd over seeds of the target's median rank and its top-10
+    reach, indexed by (model, fake users); 0 fake users is the clean model.
+    """
+    users = torch.arange(split.train.n_users)
+    unrated = users[split.train.matrix(binary=True)[:, target] == 0]
+    rows = []
+    for n_fake in (0, *sizes):
+        attacked = split if n_fake == 0 else inject_fake_users(split, target, n_fake, filler)
+        for name, models in fitted.items():
+            if n_fake and n_fake not in (sizes_for or {}).get(name, sizes):
+                continue
+            for seed, clean in enumerate(models):
+                model = clean if n_fake == 0 else refit(name, attacked, seed).fit(attacked.train)
+                rows.append({
+                    "model": name, "fake users": n_fake,
+                    "median rank": float(model.ranks(unrated)[:, target].float().median()),
+                    "top-10 reach": target_reach(model, unrated, target),
+                })
+    frame = pd.DataFrame(rows).groupby(["model", "fake users"])[["median rank", "top-10 reach"]]
+    return frame.agg(["mean", "std"])
+
+
+def noise_effect(
+    fitted: Mapping[str, Sequence[Recommender]], refit: Refit, split: Split, noisy: Split
+) -> pd.DataFrame:
+    """Each model retrained on ``noisy`` (one run per fitted seed) against its clean self.
+
+    The noisy models never recommend what a user consumed in the clean train data
+    (:class:`ExcludeConsumed`). Returns one row per model: clean and noisy NDCG@10 (mean,
+    sd), the relative ``noise cost``, ``n`` seeds and the paired bootstrap ``gap``
+    (noisy − clean).
+    """
+    rows = {}
+    for name, models in fitted.items():
+        seeds = range(len(models))
+        clean = evaluate_seeds(lambda s, ms=models: ms[s], split, seeds=seeds)
+        dirty = evaluate_seeds(
+            lambda s, name=name: ExcludeConsumed(refit(name, noisy, s).fit(noisy.train), split.train).fit(
+                noisy.train
+            ),
+            noisy,
+            seeds=seeds,
+        )
+        rows[name] = {
+            "NDCG@10 clean": clean.mean, "clean sd": clean.sd,
+            "NDCG@10 with noise": dirty.mean, "noisy sd": dirty.sd,
+            "noise cost": 1 - dirty.mean / clean.mean, "n": len(models),
+            "gap": paired_bootstrap(dirty.user_mean, clean.user_mean),
+        }
+    return pd.DataFrame(rows).T

@@ -9,14 +9,16 @@
 A case study is then a :class:`DatasetDescription` and a :class:`Pipeline`; the
 models are given as builders (functions of a :class:`Stage`), because every model is
 fitted twice: once on the validation split's train part to tune the combination, and
-once on the full train part for the test numbers.
+once on the full train part for the test numbers. A builder wrapped in :func:`seeded`
+(the two-tower's is) reads ``stage.seed`` and is fitted once per seed of the pipeline's
+``seeds``; the deterministic models are fitted once and shared by every seed.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -30,6 +32,7 @@ from recutils.cf import ContentRecommender, ItemKNN
 from recutils.combine import ScoreFusion, tune_weights
 from recutils.metrics import evaluate
 from recutils.recommender import Recommender
+from recutils.selection import SeedResult, seed_table
 from recutils.split import (
     Interactions,
     Split,
@@ -42,6 +45,8 @@ from recutils.text import TextEncoder
 from recutils.twotower import TwoTower
 
 TextSource = str | Callable[[Interactions], list[str]]
+#: The row name of the tuned combination in a :class:`PipelineResult`'s tables.
+COMBINED = "combined (CombSUM, tuned)"
 SPLITS: dict[str, Callable[[Interactions], Split]] = {
     "P1": temporal_split,
     "P2": cold_item_split,
@@ -146,20 +151,50 @@ class DatasetDescription:
 
 @dataclass(frozen=True)
 class Stage:
-    """What a model builder gets: the split to fit on and the vectors of step 3."""
+    """What a model builder gets: the split to fit on, the vectors of step 3 and the seed
+    a :func:`seeded` builder should use."""
 
     split: Split
     validation: Split
     item_vectors: torch.Tensor
     user_vectors: torch.Tensor | None
+    seed: int = 0
 
 
 ModelBuilder = Callable[[Stage], Recommender]
 
 
+@dataclass(frozen=True)
+class Seeded:
+    """A builder whose model depends on ``stage.seed``: the pipeline fits it once per seed."""
+
+    build: ModelBuilder
+
+    def __call__(self, stage: Stage) -> Recommender:
+        return self.build(stage)
+
+
+def seeded(build: ModelBuilder) -> Seeded:
+    """Mark a builder as stochastic, e.g. ``seeded(lambda stage: MyModel(seed=stage.seed))``."""
+    if not callable(build):
+        raise TypeError(f"seeded needs a builder (a function of a Stage), got {build!r}")
+    return Seeded(build)
+
+
 @dataclass
 class PipelineResult:
-    """The fitted models and their test numbers."""
+    """The fitted models and their test numbers.
+
+    Attributes:
+        stage, models, combined, weights: those of the first seed (all of them when no
+            builder is seeded).
+        table: test metrics per model, the mean over seeds for a seeded model (and for the
+            combination when one of its members is seeded).
+        seeds: the seeds the seeded models ran with.
+        results: model → its test metrics per seed (one row for a deterministic model) and
+            its per-user NDCG@k; ``results[name].user_mean`` goes into a paired bootstrap.
+        runs: seed → (models, combined, weights) of that seed.
+    """
 
     dataset: str
     split: Split
@@ -169,6 +204,15 @@ class PipelineResult:
     combined: Recommender | None
     weights: dict[str, float]
     table: pd.DataFrame = field(repr=False)
+    seeds: tuple[int, ...] = (0,)
+    results: dict[str, SeedResult] = field(default_factory=dict, repr=False)
+    runs: dict[int, tuple[dict[str, Recommender], Recommender | None, dict[str, float]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def seed_table(self, metrics: Sequence[str] = ("NDCG@10",)) -> pd.DataFrame:
+        """Mean, sd (for rows with more than one seed) and n of ``metrics`` per model."""
+        return seed_table(self.results, list(metrics))
 
 
 @dataclass
@@ -182,6 +226,9 @@ class Pipeline:
         weight_step: the grid step of the weights on the simplex.
         k: the list length for evaluation.
         encoder: the text encoder (default all-MiniLM-L6-v2, cached).
+        seeds: the seeds of the :func:`seeded` builders (say three for a reported result);
+            ignored when no builder is seeded.
+        progress: show progress bars (fitting, encoding); pass False in a checked cell.
     """
 
     models: Mapping[str, ModelBuilder]
@@ -190,6 +237,8 @@ class Pipeline:
     weight_step: float = 0.25
     k: int = 10
     encoder: TextEncoder | None = None
+    seeds: Sequence[int] = (0,)
+    progress: bool = True
 
     def run(self, dataset: DatasetDescription) -> PipelineResult:
         """Run the six steps; returns the fitted models and a table of test metrics."""
@@ -199,35 +248,65 @@ class Pipeline:
             raise ValueError(f"protocol must be one of {list(SPLITS)}, got {self.protocol!r}")
         check_int(self.k, "k", minimum=1)
         check_number(self.weight_step, "weight_step", low=0, high=1, low_open=True)
+        seeds = tuple(self.seeds)
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct and non-empty, got {list(seeds)}")
+        for seed in seeds:
+            check_int(seed, "seed")
+        stochastic = {name for name, build in self.models.items() if isinstance(build, Seeded)}
+        if not stochastic:
+            seeds = seeds[:1]  # every model is deterministic: one run says it all
         encoder = self.encoder or TextEncoder()
         split = SPLITS[self.protocol](dataset.to_interactions())
         validation = validation_split(split)
         final = self._stage(dataset, encoder, split, validation)
-        names = list(self.models)
-        models = self._fit_all(final)
-        evaluated: dict[str, Recommender] = dict(models)
-        combined, weights = None, {}
-        if self.combine and len(names) > 1:
+        tuning = None
+        if self.combine and len(self.models) > 1:
             # Weights are chosen on the validation split, with every model refitted there.
             tuning = self._stage(dataset, encoder, validation, validation_split(validation))
-            fitted = self._fit_all(tuning)
-            best, _ = tune_weights(
-                lambda w: ScoreFusion(list(fitted.values()), w),
-                len(names),
-                validation,
-                step=self.weight_step,
-                metric=f"NDCG@{self.k}",
-                k=self.k,
-            )
-            weights = dict(zip(names, best, strict=True))
-            combined = ScoreFusion(list(models.values()), best).fit(split.train)
-            evaluated["combined (CombSUM, tuned)"] = combined
-        table = pd.concat([evaluate(m, split, self.k) for m in evaluated.values()])
-        table.index = pd.Index(list(evaluated), name="model")
-        return PipelineResult(dataset.name, split, validation, final, models, combined, weights, table)
+        shared: dict[tuple[str, str], Recommender] = {}  # deterministic fits, reused by every seed
+        summaries: dict[str, list[pd.DataFrame]] = {}
+        per_user: dict[str, dict[int, pd.Series]] = {}
+        runs = {}
+        for seed in seeds:
+            models = self._fit_all(replace(final, seed=seed), stochastic, shared, "final")
+            evaluated: dict[str, Recommender] = dict(models)
+            combined, weights = None, {}
+            if tuning is not None:
+                fitted = self._fit_all(replace(tuning, seed=seed), stochastic, shared, "tuning")
+                best, _ = tune_weights(
+                    lambda w, fitted=fitted: ScoreFusion(list(fitted.values()), w),
+                    len(fitted),
+                    validation,
+                    step=self.weight_step,
+                    metric=f"NDCG@{self.k}",
+                    k=self.k,
+                )
+                weights = dict(zip(fitted, best, strict=True))
+                combined = ScoreFusion(list(models.values()), best).fit(split.train)
+                evaluated[COMBINED] = combined
+            runs[seed] = (models, combined, weights)
+            for name, model in evaluated.items():
+                if seed != seeds[0] and name not in stochastic and name != COMBINED:
+                    continue  # deterministic: measured once
+                summary, users = evaluate(model, split, self.k, per_user=True)
+                summaries.setdefault(name, []).append(summary.assign(seed=seed).set_index("seed"))
+                per_user.setdefault(name, {})[seed] = users[f"NDCG@{self.k}"]
+        results = {
+            name: SeedResult(pd.concat(summaries[name]), pd.DataFrame(per_user[name]), f"NDCG@{self.k}")
+            for name in summaries
+        }
+        table = pd.DataFrame({name: result.summary.mean() for name, result in results.items()}).T
+        table.index.name = "model"
+        if "users" in table.columns:
+            table["users"] = table["users"].astype(np.int64)
+        models, combined, weights = runs[seeds[0]]
+        return PipelineResult(
+            dataset.name, split, validation, final, models, combined, weights, table, seeds, results, runs
+        )
 
     def _stage(self, dataset: DatasetDescription, encoder: TextEncoder, split: Split, inner: Split) -> Stage:
-        item_vectors = encoder.encode(dataset.texts_for_items(split.train))
+        item_vectors = encoder.encode(dataset.texts_for_items(split.train), progress=self.progress)
         user_vectors = None
         if dataset.user_text is not None:
             texts = dataset.user_text(split.train)
@@ -235,13 +314,22 @@ class Pipeline:
                 raise ValueError(
                     f"{dataset.name}: user_text gave {len(texts)} texts for {split.train.n_users} users"
                 )
-            user_vectors = encoder.encode(texts)
+            user_vectors = encoder.encode(texts, progress=self.progress)
         return Stage(split, inner, item_vectors, user_vectors)
 
-    def _fit_all(self, stage: Stage) -> dict[str, Recommender]:
+    def _fit_all(
+        self, stage: Stage, stochastic: set[str], shared: dict[tuple[str, str], Recommender], which: str
+    ) -> dict[str, Recommender]:
         fitted = {}
-        for name, build in tqdm(self.models.items(), desc="fitting", leave=False):
-            fitted[name] = build(stage).fit(stage.split.train)
+        desc = f"fitting (seed {stage.seed})" if stochastic else "fitting"
+        bar = tqdm(self.models.items(), desc=desc, leave=False, disable=not self.progress)
+        for name, build in bar:
+            if name in stochastic:
+                fitted[name] = build(stage).fit(stage.split.train)
+            else:
+                if (which, name) not in shared:
+                    shared[which, name] = build(stage).fit(stage.split.train)
+                fitted[name] = shared[which, name]
         return fitted
 
 
@@ -256,7 +344,8 @@ def ease(l2: float = 300.0) -> ModelBuilder:
     return lambda stage: EASE(l2=l2)
 
 
-def item_knn(k: int = 800) -> ModelBuilder:
+def item_knn(k: int = 1600) -> ModelBuilder:
+    """Item-based CF; the default k is chapter 3's validation choice on MovieLens P1."""
     return lambda stage: ItemKNN(k=k)
 
 
@@ -278,7 +367,10 @@ def content(
 
 def two_tower(user: Literal["history", "text"] = "history", **config: object) -> ModelBuilder:
     """The two-tower, early-stopped on the stage's validation split; with ``user="text"``
-    the user tower reads the users' own text vectors (queries) instead of histories."""
+    the user tower reads the users' own text vectors (queries) instead of histories.
+
+    Without ``seed`` in ``config`` the builder is :func:`seeded`: the tower is trained
+    with each of the pipeline's seeds; with ``seed=...`` it is one fixed model."""
 
     def build(stage: Stage) -> Recommender:
         user_vectors = None
@@ -286,6 +378,9 @@ def two_tower(user: Literal["history", "text"] = "history", **config: object) ->
             if stage.user_vectors is None:
                 raise ValueError("two_tower(user='text') needs a dataset with user_text")
             user_vectors = stage.user_vectors
-        return TwoTower(stage.item_vectors, validation=stage.validation, user_vectors=user_vectors, **config)
+        settings = {"seed": stage.seed, **config}
+        return TwoTower(
+            stage.item_vectors, validation=stage.validation, user_vectors=user_vectors, **settings
+        )
 
-    return build
+    return build if "seed" in config else seeded(build)

@@ -191,6 +191,7 @@ def run_social(
     seed: int = 0,
     item_knn_k: int = 50,
     encoder: TextEncoder | None = None,
+    progress: bool = True,
     **simulation: object,
 ) -> SocialRun:
     """Simulate a network (:func:`make_social`) and run the pipeline on it (protocol P1).
@@ -199,6 +200,7 @@ def run_social(
         homophily, seed, simulation: passed to :func:`make_social`.
         item_knn_k: neighbours of the ItemKNN member of the combination.
         encoder: the text encoder (default: the pipeline's, all-MiniLM-L6-v2, cached).
+        progress: show the pipeline's progress bars.
     """
     social = make_social(homophily=homophily, seed=seed, **simulation)
     data = social.ratings
@@ -216,7 +218,7 @@ def run_social(
         "friends": friends_content(social.friends),
         "ItemKNN": item_knn(k=item_knn_k),
     }
-    result = Pipeline(models, protocol="P1", encoder=encoder).run(description)
+    result = Pipeline(models, protocol="P1", encoder=encoder, progress=progress).run(description)
     naive = ScoreFusion([result.models["own history"], result.models["friends"]]).fit(result.split.train)
     return SocialRun(social, result, naive)
 

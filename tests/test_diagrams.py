@@ -2,7 +2,15 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from recutils.diagrams import Box, draw_flow, two_tower_diagram
+from recutils.diagrams import (
+    ARTICLE_CONCEPTS,
+    ARTICLE_EDGES,
+    ARTICLE_STEPS,
+    Box,
+    article_flow_diagram,
+    draw_flow,
+    two_tower_diagram,
+)
 
 
 def _texts(fig):
@@ -38,3 +46,30 @@ def test_draw_flow_errors():
         draw_flow({"a": Box("A", 1, 1, "magic")}, [])
     with pytest.raises(ValueError, match="user_input"):
         two_tower_diagram("query")
+
+
+def _arrows(fig):
+    return sum(isinstance(p, FancyArrowPatch) for p in fig.axes[0].patches)
+
+
+def test_article_flow_diagram_redraws_section_2_2_node_for_node():
+    fig = article_flow_diagram("2.2")
+    # The article's Mermaid graph: 14 nodes, 13 arrows, every arrow between two of its nodes.
+    assert sorted(_texts(fig)) == sorted(label for label, _ in ARTICLE_CONCEPTS.values())
+    assert _arrows(fig) == len(ARTICLE_EDGES) == 13
+    assert {n for edge in ARTICLE_EDGES for n in edge} == set(ARTICLE_CONCEPTS)
+    assert ("E", "N") in ARTICLE_EDGES and ARTICLE_CONCEPTS["N"][1] == "最终推荐结果"
+    assert not fig.axes[0].get_legend()
+    plt.close(fig)
+
+
+def test_article_flow_diagram_shows_the_six_steps_in_order():
+    fig = article_flow_diagram("6.2")
+    texts = _texts(fig)
+    steps = [t for t in texts if t[0].isdigit()]
+    names = ["behaviour data", "item attributes", "BERT embeddings", "similarity", "two-tower", "combination"]
+    assert steps == [f"{i}. {name}" for i, name in enumerate(names, 1)]
+    assert len(texts) == 2 * len(ARTICLE_STEPS) and _arrows(fig) == 5 + 6
+    plt.close(fig)
+    with pytest.raises(ValueError, match="section must be"):
+        article_flow_diagram("3.2")

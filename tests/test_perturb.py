@@ -8,6 +8,8 @@ from recutils.perturb import (
     ExcludeConsumed,
     add_noise,
     inject_fake_users,
+    noise_effect,
+    push_attack,
     restrict_test,
     subsample_train,
     target_reach,
@@ -110,3 +112,33 @@ def test_target_reach_is_the_share_of_lists_holding_the_target(split):
     assert 0.0 <= target_reach(model, users, item, k=1) <= target_reach(model, users, item, k=10) <= 1.0
     with pytest.raises(ValueError, match="target"):
         target_reach(model, users, split.train.n_items)
+
+
+def _refit(name, changed, seed):
+    return {"Popularity": Popularity, "EASE": lambda: EASE(l2=10.0)}[name]()
+
+
+def test_push_attack_moves_popularity_and_respects_sizes_per_model(split):
+    fitted = {"Popularity": [Popularity().fit(split.train)], "EASE": [EASE(l2=10.0).fit(split.train)]}
+    counts = split.train.item_counts()
+    target = int(torch.argmin(counts))
+    filler = torch.argsort(counts, descending=True)[:3]
+    table = push_attack(fitted, _refit, split, target, filler, sizes=(5, 200), sizes_for={"EASE": (5,)})
+    assert set(table.index) == {
+        ("Popularity", 0), ("Popularity", 5), ("Popularity", 200), ("EASE", 0), ("EASE", 5)
+    }
+    ranks = table["median rank"]["mean"]
+    # 200 fakes make the target more rated than any film but the 3 fillers, which the fakes also rate.
+    assert ranks[("Popularity", 200)] <= 4.0 < ranks[("Popularity", 0)]
+    assert table["top-10 reach"]["mean"][("Popularity", 200)] == 1.0
+
+
+def test_noise_effect_excludes_consumed_films_and_compares_paired(split):
+    fitted = {"Popularity": [Popularity().fit(split.train)]}
+    noisy = add_noise(split, 0.3, seed=0)
+    row = noise_effect(fitted, _refit, split, noisy).loc["Popularity"]
+    wrapped = ExcludeConsumed(Popularity().fit(noisy.train), split.train).fit(noisy.train)
+    assert row["NDCG@10 with noise"] == pytest.approx(evaluate(wrapped, noisy)["NDCG@10"].iloc[0])
+    assert row["n"] == 1
+    assert row["noise cost"] == pytest.approx(1 - row["NDCG@10 with noise"] / row["NDCG@10 clean"])
+    assert row["gap"].low <= row["gap"].difference <= row["gap"].high

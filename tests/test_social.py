@@ -65,8 +65,9 @@ def test_friend_vectors_average_friends_histories():
         friend_user_vectors(train, items, friends[:2])
 
 
-def test_run_social_tunes_on_validation_and_reports_every_model():
-    run = run_social(homophily=1.0, seed=1, n_users=60, n_items=60, history=(3, 8))
+def test_run_social_tunes_on_validation_and_reports_every_model(capsys):
+    run = run_social(homophily=1.0, seed=1, n_users=60, n_items=60, history=(3, 8), progress=False)
+    assert capsys.readouterr().err == ""  # no progress bars when asked for none
     row = run.row()
     assert row["homophily"] == 1.0
     assert set(run.result.weights) == {"own history", "friends", "ItemKNN"}
