@@ -7,11 +7,10 @@ temperatures are chosen on a validation split with :func:`tune_weights`.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import pandas as pd
@@ -654,7 +653,7 @@ class Member:
 
     name: str
     make: Callable[..., Recommender]
-    grid: Mapping[str, Sequence[object]] = dataclasses.field(default_factory=dict)
+    grid: Mapping[str, Sequence[object]] = field(default_factory=dict)
     seeded: bool = False
     bert: bool = False
     edge_reason: str | Callable[[Mapping[str, object]], str | None] | None = None

@@ -29,8 +29,7 @@ from tqdm.auto import tqdm
 from recutils.baselines import EASE, Popularity
 from recutils.checks import check_int, check_number
 from recutils.cf import ContentRecommender, ItemKNN
-from recutils.combine import ScoreFusion, tune_weights
-from recutils.metrics import evaluate
+from recutils.combine import ScoreFusion, evaluate_over_seeds, tune_weights
 from recutils.recommender import Recommender
 from recutils.selection import SeedResult, seed_table
 from recutils.split import (
@@ -265,12 +264,9 @@ class Pipeline:
             # Weights are chosen on the validation split, with every model refitted there.
             tuning = self._stage(dataset, encoder, validation, validation_split(validation))
         shared: dict[tuple[str, str], Recommender] = {}  # deterministic fits, reused by every seed
-        summaries: dict[str, list[pd.DataFrame]] = {}
-        per_user: dict[str, dict[int, pd.Series]] = {}
-        runs = {}
+        runs, evaluated = {}, {}
         for seed in seeds:
             models = self._fit_all(replace(final, seed=seed), stochastic, shared, "final")
-            evaluated: dict[str, Recommender] = dict(models)
             combined, weights = None, {}
             if tuning is not None:
                 fitted = self._fit_all(replace(tuning, seed=seed), stochastic, shared, "tuning")
@@ -284,18 +280,10 @@ class Pipeline:
                 )
                 weights = dict(zip(fitted, best, strict=True))
                 combined = ScoreFusion(list(models.values()), best).fit(split.train)
-                evaluated[COMBINED] = combined
             runs[seed] = (models, combined, weights)
-            for name, model in evaluated.items():
-                if seed != seeds[0] and name not in stochastic and name != COMBINED:
-                    continue  # deterministic: measured once
-                summary, users = evaluate(model, split, self.k, per_user=True)
-                summaries.setdefault(name, []).append(summary.assign(seed=seed).set_index("seed"))
-                per_user.setdefault(name, {})[seed] = users[f"NDCG@{self.k}"]
-        results = {
-            name: SeedResult(pd.concat(summaries[name]), pd.DataFrame(per_user[name]), f"NDCG@{self.k}")
-            for name in summaries
-        }
+            evaluated[seed] = models | ({COMBINED: combined} if combined is not None else {})
+        # A deterministic model is the same object for every seed, so it is measured once.
+        results = evaluate_over_seeds(lambda seed: evaluated[seed], split, seeds, k=self.k)
         table = pd.DataFrame({name: result.summary.mean() for name, result in results.items()}).T
         table.index.name = "model"
         if "users" in table.columns:
