@@ -706,7 +706,7 @@ def book_members(
 
     def tower(split: Split, seed: int) -> Recommender:
         inner = validation_split(split)
-        return train_variants(item_vectors, split.train, inner, [tower_variant], [seed])[tower_variant][0]
+        return train_variants(item_vectors, split.train, inner, [tower_variant], [seed], progress=False)[tower_variant][0]
 
     return [
         *classic_members(),
@@ -767,6 +767,27 @@ class TunedCombination:
             self.LABEL: self.combination(seed),
             self.LABEL_WITHOUT_BERT: self.without_bert(seed),
         }
+
+    def restricted(self, names: Sequence[str], validation: Split, step: float = 0.25) -> TunedCombination:
+        """The same protocol over some of the members, e.g. to measure what others add.
+
+        The members' settings and fitted models are reused (each was tuned and fitted on its
+        own), so only the weights are chosen again on ``validation``: the result equals a fresh
+        :func:`tuned_combination` over those members, without refitting them.
+        """
+        unknown = [n for n in names if n not in self.names]
+        if unknown or not names:
+            raise ValueError(f"choose member names from {list(self.names)}, got {list(names)}")
+        keep = [self.names.index(n) for n in names]
+        pick = lambda fitted: {s: [fitted[s][i] for i in keep] for s in self.seeds}  # noqa: E731
+        bert = tuple(self.bert[i] for i in keep)
+        on_validation = pick(self.on_validation)
+        weights, without = _choose_weights(on_validation, bert, validation, step)
+        return TunedCombination(
+            tuple(names), bert, self.seeds, {n: self.settings[n] for n in names},
+            {n: self.choices[n] for n in names if n in self.choices}, on_validation,
+            pick(self.on_split), weights, without,
+        )
 
     def weight_table(self) -> pd.DataFrame:
         """Weights per seed (rows) and member (columns), with and without BERT members."""
@@ -859,12 +880,21 @@ def tuned_combination(
         return out
 
     on_validation = fitted(validation)
-    plain = [i for i, m in enumerate(members) if not m.bert]
+    bert = tuple(m.bert for m in members)
+    weights, without = _choose_weights(on_validation, bert, validation, step)
+    return TunedCombination(names, bert, seeds, settings, choices, on_validation, fitted(split), weights, without)
+
+
+def _choose_weights(
+    on_validation: Mapping[int, Sequence[Recommender]], bert: Sequence[bool], validation: Split, step: float
+) -> tuple[dict[int, tuple[float, ...]], dict[int, tuple[float, ...]]]:
+    """Per seed, CombSUM weights on the simplex chosen on ``validation``: over all members, and
+    over the non-BERT members alone (the ablation)."""
+    plain = [i for i, is_bert in enumerate(bert) if not is_bert]
     weights: dict[int, tuple[float, ...]] = {}
     without: dict[int, tuple[float, ...]] = {}
     memo: dict[tuple[int, ...], tuple[float, ...]] = {}
-    for seed in seeds:
-        models = on_validation[seed]
+    for seed, models in on_validation.items():
         best, _ = tune_weights(lambda w: ScoreFusion(models, w), len(models), validation, step)
         weights[seed] = tuple(best)
         kept = [models[i] for i in plain]
@@ -873,10 +903,7 @@ def tuned_combination(
             best, _ = tune_weights(lambda w: ScoreFusion(kept, w), len(kept), validation, step)
             memo[key] = tuple(best)
         without[seed] = memo.get(key, ())
-    return TunedCombination(
-        names, tuple(m.bert for m in members), seeds, settings, choices,
-        on_validation, fitted(split), weights, without,
-    )
+    return weights, without
 
 
 def combination_settings(

@@ -271,3 +271,71 @@ def plot_recall_speed(table: pd.DataFrame, recall_target: float = 0.95, speed_ta
         ax.legend(fontsize="small")
     axes[0][0].set_ylabel("recall@10")
     return fig
+
+
+def plot_against(
+    table: pd.DataFrame,
+    x: str,
+    panels: dict[str, Sequence[str]],
+    mark: float | None = None,
+    mark_label: str = "chosen on validation",
+) -> Figure:
+    """Columns of ``table`` against ``x``, one panel per group (e.g. accuracy | exposure).
+
+    A trade-off read off one shared x axis needs no point labels, so none can overlap.
+
+    Args:
+        panels: panel title -> the columns drawn in it (one line each, in its legend).
+        mark: an x value to mark with a dashed vertical line in every panel (e.g. the
+            setting validation chose), labelled ``mark_label``.
+    """
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.6 * len(panels), 3.9), layout="constrained", squeeze=False
+    )
+    for ax, (title, columns) in zip(axes[0], panels.items(), strict=True):
+        for column in columns:
+            ax.plot(table[x], table[column], marker="o", label=column)
+        if mark is not None:
+            ax.axvline(mark, color="grey", linestyle="--", label=f"{x} = {mark:g}, {mark_label}")
+        ax.set(title=title, xlabel=x)
+        # Below the panel, where no line can run under it.
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    return fig
+
+
+def plot_recall_curves(table: pd.DataFrame) -> Figure:
+    """Approximate search: recall@10 against each index's search setting, and against time.
+
+    Args:
+        table: rows with ``index`` (e.g. "IVF"), ``setting`` (the parameter's name, e.g.
+            "nprobe"), ``value`` (its value), ``recall@10`` and ``ms per query``.
+    """
+    fig, (by_setting, by_time) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    for (index, setting), rows in table.groupby(["index", "setting"], sort=False):
+        by_setting.plot(rows["value"], rows["recall@10"], marker="o", label=f"{index} ({setting})")
+        by_time.plot(rows["ms per query"], rows["recall@10"], marker="o", label=index)
+    by_setting.set(xscale="log", xlabel="search setting (log scale)", ylabel="recall@10",
+                   title="Recall as the search widens")
+    by_time.set(xlabel="milliseconds per query", ylabel="recall@10", title="Recall against time")
+    by_setting.legend(fontsize="small")
+    by_time.legend(fontsize="small")
+    return fig
+
+
+def plot_gap_cdf(gaps: dict[str, np.ndarray]) -> Figure:
+    """Share of test interactions whose gap to the user's last train interaction is at most t.
+
+    Args:
+        gaps: protocol name -> (n,) gaps in seconds (``recutils.sequences.test_gaps``).
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
+    for name, values in gaps.items():
+        hours = np.sort(np.maximum(np.asarray(values, dtype=np.float64), 1.0)) / 3600
+        ax.step(hours, np.arange(1, len(hours) + 1) / len(hours), where="post", label=f"{name} ({len(hours):,} test interactions)")
+    for hours, text in ((1 / 60, "1 minute"), (1, "1 hour"), (24, "1 day"), (24 * 30, "30 days")):
+        ax.axvline(hours, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(text, (hours, 0.02), xytext=(3, 0), textcoords="offset points", color="grey", fontsize="small")
+    ax.set(xscale="log", xlabel="hours from the user's last train interaction", ylim=(0, 1),
+           ylabel="share of test interactions", title="How soon after the history does the test come?")
+    ax.legend(frameon=False, fontsize="small", loc="center right")
+    return fig

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -74,14 +75,20 @@ def encode_with_ray(
         [{"id": i, "text": text} for i, text in enumerate(texts)],
         override_num_blocks=max(workers, math.ceil(len(texts) / batch_size)),
     )
-    encoded = dataset.map_batches(
-        EncodeBatch,
-        fn_constructor_kwargs={"precision": precision},
-        batch_size=batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=1,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 routes max_restarts through ray_remote_args, which it calls deprecated.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        encoded = dataset.map_batches(
+            EncodeBatch,
+            fn_constructor_kwargs={"precision": precision},
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+            # An actor that fails should fail the job, not restart (which also prints an
+            # error line when the pool shuts down).
+            max_restarts=0,
+        )
     ids, vectors = [], []
     for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
         ids.append(batch["id"])

@@ -197,3 +197,18 @@ def glue_intervals(
         rows[key] = {"difference": result.difference, "95% low": result.low, "95% high": result.high,
                      "verdict": result.verdict(*words)}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def glue_all(**values: object) -> None:
+    """Glue each value under its name for the prose (``{glue:text}`name```), showing nothing.
+
+    Numbers are glued as plain Python numbers, so a format such as ``:.1f`` works in the prose.
+    """
+    from myst_nb import glue  # only notebooks glue; the rest of recutils does not need myst-nb
+
+    for name, value in values.items():
+        if isinstance(value, np.integer):
+            value = int(value)
+        elif isinstance(value, np.floating):
+            value = float(value)
+        glue(name, value, display=False)

@@ -39,6 +39,7 @@ from recutils.index import IndexKind
 from recutils.recommender import Recommender, VectorRecommender
 from recutils.split import Interactions, Split
 from recutils.text import pick_device
+from recutils.training import EarlyStopping, record_epoch
 
 # Bump when training or architecture code changes, so cached models are retrained.
 MODEL_VERSION = "twotower-v3"
@@ -239,6 +240,21 @@ class TwoTowerNet(nn.Module):
         return nn.functional.normalize(self.user_tower(x), dim=1)
 
 
+def history_keep_mask(
+    targets: torch.Tensor, n_items: int, rate: float, generator: torch.Generator
+) -> torch.Tensor | None:
+    """History dropout: a (b, n_items) 0/1 mask hiding each history item with probability ``rate``.
+
+    The tower then learns from partial histories. Each row's target stays in, for the caller
+    to leave out of the history itself. Returns None when ``rate`` is 0 (nothing hidden).
+    """
+    if rate <= 0:
+        return None
+    keep = torch.rand(len(targets), n_items, generator=generator) >= rate
+    keep[torch.arange(len(targets)), targets.cpu()] = True
+    return keep.float()
+
+
 def in_batch_softmax_loss(
     user_h: torch.Tensor,
     item_h: torch.Tensor,
@@ -345,8 +361,10 @@ def train_variants(
     validation: Split,
     variants: Sequence[str] = tuple(VARIANTS),
     seeds: Sequence[int] = SEEDS,
+    progress: bool = True,
 ) -> dict[str, list[TwoTower]]:
-    """Fit each of :data:`VARIANTS` once per seed (cached), early-stopped on ``validation``.
+    """Fit each of :data:`VARIANTS` once per seed (cached), early-stopped on ``validation``;
+    ``progress`` shows a bar over each training's epochs.
 
     Returns: for each variant key, one fitted model per seed, labelled "two-tower: <label>".
     """
@@ -358,7 +376,7 @@ def train_variants(
         label, options = VARIANTS[key]
         towers[key] = [
             TwoTower(
-                item_vectors, validation=validation, label=f"two-tower: {label}", seed=seed,
+                item_vectors, validation=validation, label=f"two-tower: {label}", seed=seed, progress=progress,
                 **{**BOOK_SETTINGS, **options},
             ).fit(train)
             for seed in seeds
@@ -384,6 +402,7 @@ class TwoTower(VectorRecommender):
             history (``user_input="query"``, set automatically), so users need no history.
         index: how ``recommend`` finds the top items: "exact" (score every item) or
             a nearest-neighbour index over the item tower's outputs ("flat", "hnsw", "ivf").
+        progress: show a progress bar over the epochs while training.
     """
 
     def __init__(
@@ -396,6 +415,7 @@ class TwoTower(VectorRecommender):
         label: str | None = None,
         user_vectors: torch.Tensor | None = None,
         index: IndexKind = "exact",
+        progress: bool = True,
         **overrides: object,
     ) -> None:
         if item_vectors.ndim != 2:
@@ -413,7 +433,7 @@ class TwoTower(VectorRecommender):
             raise ValueError("user_input='query' needs user_vectors")
         self.needs_history = self.config.user_input != "query"
         self.validation, self.device, self.use_cache = validation, pick_device(device), use_cache
-        self.label = label
+        self.label, self.progress = label, progress
         self.use_index(index)
 
     @property
@@ -444,7 +464,7 @@ class TwoTower(VectorRecommender):
             )
         if self.validation is not None and len(self.validation.test) == 0:
             raise ValueError("the validation split has no test interactions to stop training on")
-        folder = cache_dir() / "twotower" / self._cache_key(train)
+        folder = self.cache_entry_ = cache_dir() / "twotower" / self._cache_key(train)
         broken = False
         if self.use_cache and folder.exists():
             try:
@@ -463,11 +483,14 @@ class TwoTower(VectorRecommender):
                 )
             net, self.validation_log_ = self._train(v.train, epochs, monitor=v)
             epochs = max(1, self.validation_log_.best_epoch)
+        self.validation_net_ = None
         if self.validation is not None and not self.config.refit:
             # The towers are inductive: the early-stopped model scores users from their
             # full train histories without retraining.
             self.net_, self.log_ = net, copy.deepcopy(self.validation_log_)
         else:
+            if self.validation is not None:
+                self.validation_net_ = net  # kept: chapter 5b fine-tunes from it
             self.net_, self.log_ = self._train(train, epochs, monitor=None)
             self.log_.best_epoch = epochs
         self._histories = Histories(train, self.device)
@@ -503,9 +526,9 @@ class TwoTower(VectorRecommender):
         users, items = train.column("user"), train.column("item")
         counts = train.item_counts().float()
         log_q = torch.log((counts / counts.sum()).clamp(min=1e-12)).to(self.device)
-        log, best_state, best_ndcg, stale = TrainingLog(), None, -1.0, 0
+        log, stopping = TrainingLog(), EarlyStopping(c.patience)
         steps = math.ceil(len(users) / c.batch_size)
-        bar = tqdm(range(epochs), desc=f"training {self.name}", unit="epoch", leave=False)
+        bar = tqdm(range(epochs), desc=f"training {self.name}", unit="epoch", leave=False, disable=not self.progress)
         for epoch in bar:
             net.train()
             started, total = time.perf_counter(), 0.0
@@ -518,14 +541,8 @@ class TwoTower(VectorRecommender):
                 loss.backward()
                 optimiser.step()
                 total += loss.item()
-            log.loss.append(total / steps)
-            log.epoch_seconds.append(time.perf_counter() - started)
-            if not math.isfinite(log.loss[-1]):
-                raise FloatingPointError(
-                    f"{self.name}: the training loss became {log.loss[-1]} in epoch {epoch + 1} "
-                    f"(optimizer {c.optimizer}, lr {c.lr:g}, temperature {c.temperature:g}); "
-                    "try a smaller learning rate or a larger temperature"
-                )
+            record_epoch(log, total, steps, started, self.name,
+                         f"optimizer {c.optimizer}, lr {c.lr:g}, temperature {c.temperature:g}")
             if schedule is not None:
                 schedule.step()
             if monitor is None:
@@ -533,19 +550,10 @@ class TwoTower(VectorRecommender):
             ndcg = self._validation_ndcg(net, monitor)
             log.validation_ndcg.append(ndcg)
             bar.set_postfix(loss=f"{log.loss[-1]:.3f}", val_ndcg=f"{ndcg:.4f}")
-            if ndcg > best_ndcg:
-                best_ndcg, best_state, stale, log.best_epoch = (
-                    ndcg,
-                    copy.deepcopy(net.state_dict()),
-                    0,
-                    epoch + 1,
-                )
-            else:
-                stale += 1
-                if stale >= c.patience:
-                    break
-        if best_state is not None:
-            net.load_state_dict(best_state)
+            if stopping.update(ndcg, epoch + 1, net):
+                break
+        stopping.restore(net)
+        log.best_epoch = stopping.best_at
         net.eval()
         return net, log
 
@@ -560,13 +568,8 @@ class TwoTower(VectorRecommender):
     ) -> torch.Tensor:
         c = self.config
         all_items = net.item_vectors(normalise=False) if c.user_input == "history" else None
-        keep = None
-        if c.history_dropout > 0:
-            # Each history item is hidden with this probability, so the tower learns from
-            # partial histories; the target stays in, to be left out below.
-            keep = (torch.rand(len(u), histories.matrix.shape[1], generator=generator) >= c.history_dropout)
-            keep[torch.arange(len(u)), i.cpu()] = True
-            keep = keep.float().to(self.device)
+        keep = history_keep_mask(i, histories.matrix.shape[1], c.history_dropout, generator)
+        keep = None if keep is None else keep.to(self.device)
         user_h = net.user_vectors(u, histories, leave_out=i, all_items=all_items, keep=keep)
         if all_items is not None:
             item_h = nn.functional.normalize(all_items[i], dim=1)
@@ -621,9 +624,11 @@ class TwoTower(VectorRecommender):
             raise RuntimeError(f"{self.name} is not fitted; nothing to save")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
-        with atomic_path(folder / "model.safetensors") as partial:
-            save_file(state, partial)
+        for name, net in (("model", self.net_), ("validation_model", getattr(self, "validation_net_", None))):
+            if net is not None:
+                state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+                with atomic_path(folder / f"{name}.safetensors") as partial:
+                    save_file(state, partial)
         meta = {
             "version": MODEL_VERSION,
             "config": asdict(self.config),
@@ -693,6 +698,11 @@ class TwoTower(VectorRecommender):
         net = TwoTowerNet(self.item_vectors, train.n_users, self.config, self.user_vectors)
         net.load_state_dict(state)
         self.net_ = net.to(self.device).eval()
+        self.validation_net_ = None
+        if (folder / "validation_model.safetensors").is_file():
+            early = TwoTowerNet(self.item_vectors, train.n_users, self.config, self.user_vectors)
+            early.load_state_dict(load_file(folder / "validation_model.safetensors"))
+            self.validation_net_ = early.to(self.device).eval()
         self.log_ = TrainingLog(**meta["log"])
         self.validation_log_ = TrainingLog(**meta["validation_log"]) if meta["validation_log"] else None
         self._histories = Histories(train, self.device)
@@ -713,6 +723,25 @@ class TwoTower(VectorRecommender):
     def parameter_count(self) -> int:
         """Trainable parameters (the frozen BERT vectors are not counted)."""
         return sum(p.numel() for p in self.net_.parameters())
+
+    def early_stopped_net(self) -> TwoTowerNet:
+        """The network as early stopping on validation left it, trained on ``validation.train``
+        only: ``net_`` without refit, the network before the refit otherwise.
+
+        Raises:
+            RuntimeError: not fitted, fitted without a validation split, or loaded from a cache
+                entry saved before the early-stopped network was kept (refit with use_cache=False).
+        """
+        if not hasattr(self, "net_") or self.validation is None:
+            raise RuntimeError(f"{self.name} is not fitted with a validation split")
+        if not self.config.refit:
+            return self.net_
+        if self.validation_net_ is None:
+            raise RuntimeError(
+                f"{self.name} was loaded from a cache entry saved before the early-stopped network "
+                f"was kept; delete {self.cache_entry_} and fit it again"
+            )
+        return self.validation_net_
 
 
 def _key_fields(config: TwoTowerConfig) -> dict[str, object]:

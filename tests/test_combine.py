@@ -534,3 +534,17 @@ def test_combination_settings_and_systems_per_seed(tuned, synthetic):
     settings[2] = dataclasses.replace(settings[2], matrix=(0.0, 1.0, 0.0))
     with pytest.raises(ValueError, match="differ between seeds"):
         combination_systems(result, settings, vectors)
+
+
+def test_restricted_equals_a_fresh_combination_over_those_members(tuned):
+    split, val, fits, result = tuned
+    names = ["planted", "learned", "bert noise"]
+    fresh = tuned_combination([m for m in _members([]) if m.name in names], split, val, seeds=(0, 1, 2), step=0.5)
+    fitted_before = len(fits)
+    subset = result.restricted(names, val, step=0.5)
+    assert len(fits) == fitted_before  # nothing refitted
+    assert subset.names == tuple(names) and subset.bert == (False, False, True)
+    assert subset.weights == fresh.weights and subset.weights_without_bert == fresh.weights_without_bert
+    assert subset.on_split[1][1] is result.on_split[1][2]  # the same fitted models
+    with pytest.raises(ValueError, match="choose member names"):
+        result.restricted(["nobody"], val)

@@ -141,3 +141,32 @@ def test_seed_curves_plot_the_mean_and_the_range_over_seeds():
     assert band.min() == pytest.approx(0.1) and band.max() == pytest.approx(0.4)
     with pytest.raises(ValueError, match="at least one run"):
         plot_seed_curves({"adam": []})
+
+
+def test_plot_against_draws_one_line_per_column_and_the_mark():
+    from recutils.plotting import plot_against
+
+    table = pd.DataFrame({"β": [0.0, 0.5, 1.0], "a": [1, 2, 3], "b": [3, 2, 1], "c": [0, 1, 0]})
+    fig = plot_against(table, "β", {"accuracy": ["a", "b"], "exposure": ["c"]}, mark=0.5)
+    assert [ax.get_title() for ax in fig.axes] == ["accuracy", "exposure"]
+    assert len(fig.axes[0].lines) == 3 and len(fig.axes[1].lines) == 2  # the columns and the mark
+    assert fig.axes[0].lines[-1].get_xdata()[0] == 0.5
+    assert "β = 0.5, chosen on validation" in [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+
+
+def test_plot_recall_curves_one_line_per_index():
+    from recutils.plotting import plot_recall_curves
+
+    table = pd.DataFrame(
+        {
+            "index": ["IVF", "IVF", "HNSW", "HNSW"],
+            "setting": ["nprobe", "nprobe", "efSearch", "efSearch"],
+            "value": [1, 4, 16, 64],
+            "recall@10": [0.6, 0.9, 0.95, 0.99],
+            "ms per query": [0.01, 0.03, 0.02, 0.05],
+        }
+    )
+    fig = plot_recall_curves(table)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["IVF (nprobe)", "HNSW (efSearch)"]
+    assert list(fig.axes[1].lines[1].get_ydata()) == [0.95, 0.99]

@@ -390,3 +390,24 @@ def test_careful_variant_names_the_design_trained_with_care():
         careful_variant("bce")
     with pytest.raises(ValueError, match="unknown two-tower variant"):
         careful_variant("nope")
+
+
+def test_the_early_stopped_network_survives_the_refit_and_the_cache(planted, empty_cache, monkeypatch):
+    vectors, split = planted
+    validation = validation_split(split)
+    settings = {**SMALL, "epochs": 4, "patience": 2}
+    model = TwoTower(vectors, validation=validation, **settings).fit(split.train)
+    early = model.early_stopped_net()
+    with pytest.raises(RuntimeError, match="validation split"):
+        TwoTower(vectors, use_cache=False, **{**SMALL, "epochs": 1}).fit(split.train).early_stopped_net()
+    # It is the network that scored best on validation, not the refit one.
+    assert evaluate(as_recommender(early, validation.train), validation)["NDCG@10"].iloc[0] == pytest.approx(
+        model.validation_score_
+    )
+    monkeypatch.setattr(TwoTower, "_train", lambda *a, **k: pytest.fail("retrained despite the cache"))
+    loaded = TwoTower(vectors, validation=validation, **settings).fit(split.train)
+    assert all(torch.equal(a, b) for a, b in zip(early.state_dict().values(),
+                                                 loaded.early_stopped_net().state_dict().values()))
+    (loaded.cache_entry_ / "validation_model.safetensors").unlink()  # an entry from before it was kept
+    with pytest.raises(RuntimeError, match="delete"):
+        TwoTower(vectors, validation=validation, **settings).fit(split.train).early_stopped_net()

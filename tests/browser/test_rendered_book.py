@@ -2,8 +2,9 @@
 
 Runs after `make html` (`make test` orders it so). With no network, every page must load
 with no failed or remote requests, show rendered maths, load its figures and render its
-stored widgets; the navigation must reach every chapter. A screenshot of each page is
-saved under `_build/screenshots`.
+explorers, and no output may show a Python warning, traceback or progress bar; the
+navigation must reach every chapter. A screenshot of each page is saved under
+`_build/screenshots`. test_explorers.py moves the explorers' controls.
 
 Without Chromium the tests are skipped with a message saying so; CI sets
 `RECUTILS_REQUIRE_BROWSER=1`, which turns that skip into a failure.
@@ -12,6 +13,7 @@ Without Chromium the tests are skipped with a message saying so; CI sets
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -149,9 +151,29 @@ def test_notebook_figures_and_widgets_exist(pages):
     """The checks above are not vacuous: the chapters have figures and widgets."""
     chapters = [name for name in toc_pages() if (ROOT / f"{name}.ipynb").exists()]
     figures = sum(pages(name).page.locator("article img").count() for name in chapters)
-    widgets = sum(pages(name).page.locator(".widget-subarea .jupyter-widgets").count() for name in chapters)
+    explorers = sum(pages(name).page.locator(".rx-explorer .rx-controls").count() for name in chapters)
     formulas = sum(pages(name).page.locator("mjx-container").count() for name in chapters)
-    assert figures >= len(chapters) and widgets > 0 and formulas > 0
+    assert figures >= len(chapters) and explorers > 0 and formulas > 0
+
+
+# What a Python warning, a traceback, a logged error or a progress bar leaves in an output.
+NOISE = re.compile(
+    r"\b[A-Z]\w*(Warning|Error|Exception): |Traceback \(most recent call last\)|^\s*warnings\.warn\("
+    r"|\(raylet\)|\[(ERROR|WARNING)\]|\w+\.cc:\d+: "  # logged errors, e.g. Ray's C++ core worker
+    r"|\d+%\|[^|]*\||\d+(\.\d+)?(it|s)/(s|it)\]|\d+/\d+ \[\d+:\d+",  # tqdm bars
+    re.MULTILINE,
+)
+
+
+@pytest.mark.parametrize("name", toc_pages())
+def test_outputs_show_no_warnings_or_tracebacks(pages, name):
+    outputs = pages(name).page.evaluate(
+        "() => [...document.querySelectorAll('.cell_output')].map(o => o.innerText)"
+    )
+    noisy = [match.group(0) for text in outputs for match in [NOISE.search(text)] if match]
+    # A progress bar stored as a widget renders as a bar, not as text.
+    noisy += ["progress widget"] * pages(name).page.locator(".cell_output .widget-hprogress").count()
+    assert noisy == [], f"{name}: outputs show warnings, errors or progress bars: {noisy[:5]}"
 
 
 @pytest.mark.parametrize("name", [n for n in toc_pages() if (ROOT / f"{n}.ipynb").exists()])
