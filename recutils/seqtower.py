@@ -35,7 +35,7 @@ from recutils.sequences import ordered_histories
 from recutils.split import Interactions, Split
 from recutils.text import pick_device
 from recutils.training import EarlyStopping, record_epoch
-from recutils.twotower import TrainingLog, _is_validation_of, mlp
+from recutils.twotower import TrainingLog, check_validation, mlp
 
 # Bump when training or architecture code changes, so cached models are retrained.
 MODEL_VERSION = "seqtower-v1"
@@ -295,10 +295,7 @@ class SequenceTower(VectorRecommender):
                 warn_rebuild(folder, f"{type(exc).__name__}: {exc}")
         epochs, self.validation_log_ = self.config.epochs, None
         if self.validation is not None:
-            if len(self.validation.test) == 0:
-                raise ValueError("the validation split has no test interactions to stop training on")
-            if not _is_validation_of(self.validation, train):
-                raise ValueError("validation must be validation_split(...) of the split whose train data fit receives")
+            check_validation(self.validation, train)
             net, self.validation_log_ = self._train(self.validation.train, epochs, self.validation)
             epochs = max(1, self.validation_log_.best_epoch)
             if not self.config.refit:

@@ -462,8 +462,6 @@ class TwoTower(VectorRecommender):
             raise ValueError(
                 f"batch_size {self.config.batch_size} is larger than the {len(train)} train interactions"
             )
-        if self.validation is not None and len(self.validation.test) == 0:
-            raise ValueError("the validation split has no test interactions to stop training on")
         folder = self.cache_entry_ = cache_dir() / "twotower" / self._cache_key(train)
         broken = False
         if self.use_cache and folder.exists():
@@ -477,10 +475,7 @@ class TwoTower(VectorRecommender):
         self.validation_log_ = None
         if self.validation is not None:
             v = self.validation
-            if not _is_validation_of(v, train):
-                raise ValueError(
-                    "validation must be validation_split(...) of the split whose train data fit receives"
-                )
+            check_validation(v, train)
             net, self.validation_log_ = self._train(v.train, epochs, monitor=v)
             epochs = max(1, self.validation_log_.best_epoch)
         self.validation_net_ = None
@@ -747,6 +742,19 @@ class TwoTower(VectorRecommender):
 def _key_fields(config: TwoTowerConfig) -> dict[str, object]:
     """The config as the cache key sees it: later fields at their default left out."""
     return {k: v for k, v in asdict(config).items() if not (k in LATER_FIELDS and LATER_FIELDS[k] == v)}
+
+
+def check_validation(validation: Split, train: Interactions) -> None:
+    """Refuse a validation split a model cannot early-stop on while it fits ``train``.
+
+    Raises:
+        ValueError: ``validation`` has no test interactions, or is not ``validation_split`` of
+            the split whose train data is ``train``.
+    """
+    if len(validation.test) == 0:
+        raise ValueError("the validation split has no test interactions to stop training on")
+    if not _is_validation_of(validation, train):
+        raise ValueError("validation must be validation_split(...) of the split whose train data fit receives")
 
 
 def _is_validation_of(validation: Split, train: Interactions) -> bool:
