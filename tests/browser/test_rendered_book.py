@@ -94,13 +94,6 @@ class LoadedPage:
     def _wait_for_renderers(self) -> None:
         # MathJax typesets after load; its startup promise settles when it is done.
         self.page.evaluate("() => window.MathJax?.startup?.promise ?? null")
-        if self.page.locator(WIDGET_VIEW).count():
-            self.page.wait_for_function(
-                "sel => [...document.querySelectorAll(sel)].every("
-                "s => s.previousElementSibling?.querySelector('.jupyter-widgets'))",
-                arg=WIDGET_VIEW,
-                timeout=20_000,
-            )
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +141,7 @@ def test_figures_load(pages, name):
 
 
 def test_notebook_figures_and_widgets_exist(pages):
-    """The checks above are not vacuous: the chapters have figures and widgets."""
+    """The checks above are not vacuous: the chapters have figures, explorers and formulas."""
     chapters = [name for name in toc_pages() if (ROOT / f"{name}.ipynb").exists()]
     figures = sum(pages(name).page.locator("article img").count() for name in chapters)
     explorers = sum(pages(name).page.locator(".rx-explorer .rx-controls").count() for name in chapters)
@@ -171,8 +164,10 @@ def test_outputs_show_no_warnings_or_tracebacks(pages, name):
         "() => [...document.querySelectorAll('.cell_output')].map(o => o.innerText)"
     )
     noisy = [match.group(0) for text in outputs for match in [NOISE.search(text)] if match]
-    # A progress bar stored as a widget renders as a bar, not as text.
-    noisy += ["progress widget"] * pages(name).page.locator(".cell_output .widget-hprogress").count()
+    # The book ships no Jupyter widget manager (the explorers are plain HTML), so a stored
+    # widget output, usually a tqdm bar from a live kernel, would render as nothing: pass
+    # progress=False in that cell.
+    noisy += ["Jupyter widget output"] * pages(name).page.locator(WIDGET_VIEW).count()
     assert noisy == [], f"{name}: outputs show warnings, errors or progress bars: {noisy[:5]}"
 
 
