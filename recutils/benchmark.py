@@ -117,18 +117,27 @@ def _call_and_measure(function: Callable[..., Any], kwargs: dict[str, Any]) -> t
     return result, _status_bytes("VmHWM"), before
 
 
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
 def machine_description() -> dict[str, Any]:
     """What the numbers were measured on: CPU, cores, memory, GPU, library versions."""
     cpu = platform.processor() or platform.machine()
+    flags: list[str] = []
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            lines = f.readlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        present = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
+        flags = [flag for flag in VECTOR_FLAGS if flag in present]
     except (OSError, StopIteration):
         pass
     pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        # What int8, bf16 and wide fp32 products can use: they decide which precision pays.
+        "vector_instructions": " ".join(flags) or "unknown",
         "torch_threads": torch.get_num_threads(),
         "memory_gib": round(pages * page_size / 2**30, 1),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -188,3 +197,52 @@ def read_results(path: str | Path) -> BenchmarkResults:
         return BenchmarkResults(raw["machine"], raw["date"], tables, targets, runs)
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a benchmark result file ({error!r}); rerun make bench") from error
+
+
+def book_texts() -> dict[str, list[str]]:
+    """Every text the book encodes from its two datasets, by corpus (no text twice).
+
+    MovieLens item texts (title and genres), and the clothing reviews' texts and titles.
+    """
+    from recutils.data import load_clothing_reviews, load_movielens_100k
+    from recutils.embeddings import item_text
+
+    reviews = load_clothing_reviews()
+    corpora = {
+        "MovieLens item texts": item_text(load_movielens_100k().items),
+        "clothing review texts": reviews["review_text"].dropna().astype(str).tolist(),
+        "clothing review titles": reviews["title"].dropna().astype(str).tolist(),
+    }
+    seen: set[str] = set()
+    out = {}
+    for name, texts in corpora.items():
+        out[name] = [t for t in dict.fromkeys(texts) if t not in seen]
+        seen.update(out[name])
+    return out
+
+
+def matched_spectrum_vectors(real: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` unit vectors drawn from a Gaussian with the mean and covariance of ``real``.
+
+    Text embeddings are far from uniform on the sphere: a few directions carry much of
+    the variance. Sampling with the real vectors' mean and covariance (hence the same
+    eigenvalue spectrum) gives more vectors of that shape, to size an index beyond
+    the texts at hand.
+
+    Args:
+        real: (m, dim) real vectors, m > dim.
+        n: vectors to draw.
+    Returns: (n, dim) float32 unit vectors.
+    """
+    if real.ndim != 2 or len(real) <= real.shape[1]:
+        raise ValueError(f"need more real vectors than dimensions, got shape {tuple(real.shape)}")
+    x = real.double()
+    mean = x.mean(dim=0)
+    eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(x.T))
+    root = eigenvectors * eigenvalues.clamp(min=0).sqrt()
+    generator = torch.Generator().manual_seed(seed)
+    out = torch.empty(n, x.shape[1])
+    for start in range(0, n, 65_536):  # in blocks: a million float64 draws would be 3 GB
+        draws = torch.randn(min(65_536, n - start), x.shape[1], generator=generator, dtype=torch.float64)
+        out[start : start + len(draws)] = torch.nn.functional.normalize(mean + draws @ root.T, dim=1).float()
+    return out

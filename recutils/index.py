@@ -25,6 +25,8 @@ INDEX_KINDS: tuple[str, ...] = ("exact", "flat", "hnsw", "ivf")
 MAX_SCORES_IN_MEMORY = 2**27
 ITEMS_PER_CHUNK = 4096
 CHUNKS_PER_MERGE = 32
+# Up to this many queries score all items in one product (no chunks, no merging).
+SMALL_BATCH = 16
 
 
 class VectorIndex(ABC):
@@ -72,7 +74,12 @@ class VectorIndex(ABC):
 
 
 class ExactIndex(VectorIndex):
-    """Brute force in torch: a matrix product per chunk of items, keeping a running top k.
+    """Brute force in torch: a matrix product and a partial sort (``topk``).
+
+    Up to :data:`SMALL_BATCH` queries score every item in one product; larger batches
+    go through the items in chunks that keep each block of scores in the CPU cache,
+    written into one preallocated buffer, keeping a running top k. Both paths rank
+    ties the same way, the lower item index first, so they return identical results.
 
     Args:
         vectors: (n, dim) item vectors (kept as float32).
@@ -80,48 +87,118 @@ class ExactIndex(VectorIndex):
             when that many scores for the query batch would exceed :data:`MAX_SCORES_IN_MEMORY`.
         device: where the vectors live and the products run; default CUDA when
             present, else CPU. Results always come back on the CPU.
+        small_batch: most queries answered by the single-product path (0: never).
     """
 
     kind = "exact"
 
     def __init__(
-        self, vectors: torch.Tensor, chunk_items: int | None = None, device: str | torch.device | None = None
+        self,
+        vectors: torch.Tensor,
+        chunk_items: int | None = None,
+        device: str | torch.device | None = None,
+        small_batch: int | None = None,
     ) -> None:
         super().__init__(vectors)
-        if chunk_items is not None and (
-            isinstance(chunk_items, bool) or not isinstance(chunk_items, numbers.Integral) or chunk_items < 1
-        ):
-            raise ValueError(f"chunk_items must be a positive integer, got {chunk_items!r}")
+        for name, value, least in (("chunk_items", chunk_items, 1), ("small_batch", small_batch, 0)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least
+            ):
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
         self.device = pick_device(device)
         self.vectors = vectors.detach().float().to(self.device).contiguous()
         self.chunk_items = chunk_items
+        self.small_batch = SMALL_BATCH if small_batch is None else int(small_batch)
 
     def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        queries = queries.to(self.device)
+        with torch.inference_mode():
+            if len(queries) <= self.small_batch and len(queries) * self.n <= MAX_SCORES_IN_MEMORY:
+                scores, ids = self._search_all(queries, k)
+            else:
+                scores, ids = self._search_chunked(queries, k)
+        return scores.cpu(), ids.cpu()
+
+    def _search_all(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One product over every item, then one partial sort: fastest for a few queries."""
+        scores = torch.empty(len(queries), self.n, device=self.device)
+        _product(queries, self.vectors, scores)
+        return _canonical_top(*_top_with_ties(scores, k, 0), k)
+
+    def _search_chunked(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         # Small chunks keep each block of scores in the CPU cache (4096 items × 1000
         # queries is 16 MB); measured on 1M items, 4096 beats 131,072 by about a third.
         chunk = self.chunk_items or max(k, min(ITEMS_PER_CHUNK, MAX_SCORES_IN_MEMORY // len(queries)))
-        queries = queries.to(self.device)
+        buffer = torch.empty(len(queries), chunk, device=self.device)
         best_scores = torch.full((len(queries), 0), float("-inf"), device=self.device)
         best_ids = torch.zeros((len(queries), 0), dtype=torch.int64, device=self.device)
         pending_scores, pending_ids = [], []
-        with torch.inference_mode():
-            for start in range(0, self.n, chunk):
-                scores = queries @ self.vectors[start : start + chunk].T
-                top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-                pending_scores.append(top.values)
-                pending_ids.append(top.indices + start)
-                # Merging each chunk's top k into the running one costs a sort; do it in groups.
-                if len(pending_scores) == CHUNKS_PER_MERGE or start + chunk >= self.n:
-                    merged = torch.cat([best_scores, *pending_scores], dim=1)
-                    ids = torch.cat([best_ids, *pending_ids], dim=1)
-                    keep = torch.topk(merged, min(k, merged.shape[1]), dim=1)
-                    best_scores, best_ids = keep.values, torch.gather(ids, 1, keep.indices)
-                    pending_scores, pending_ids = [], []
-        return best_scores.cpu(), best_ids.cpu()
+        for start in range(0, self.n, chunk):
+            block = self.vectors[start : start + chunk]
+            scores = buffer[:, : len(block)]
+            _product(queries, block, scores)
+            top_scores, top_ids = _top_with_ties(scores, k, start)
+            pending_scores.append(top_scores)
+            pending_ids.append(top_ids)
+            # Merging each chunk's top k into the running one costs a sort; do it in groups.
+            if len(pending_scores) == CHUNKS_PER_MERGE or start + chunk >= self.n:
+                best_scores, best_ids = _canonical_top(
+                    torch.cat([best_scores, *pending_scores], dim=1),
+                    torch.cat([best_ids, *pending_ids], dim=1),
+                    k,
+                )
+                pending_scores, pending_ids = [], []
+        return best_scores, best_ids
 
     @property
     def memory_bytes(self) -> int:
         return self.vectors.numel() * self.vectors.element_size()
+
+
+def _product(queries: torch.Tensor, items: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = queries @ items.T``, written in place.
+
+    On the CPU through numpy's BLAS (OpenBLAS): on this book's CPUs it runs these float32
+    products about a quarter faster than torch's (MKL), which takes a slower code path
+    on AMD processors. One query is a matrix-vector product.
+    """
+    if out.device.type != "cpu":
+        torch.matmul(queries, items.T, out=out)
+        return
+    target = out.numpy()
+    if len(queries) == 1:
+        np.matmul(items.numpy(), queries[0].numpy(), out=target[0])
+    else:
+        np.matmul(queries.numpy(), items.numpy().T, out=target)
+
+
+def _top_with_ties(scores: torch.Tensor, k: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best columns of each row, ties at the k-th place broken by the lower column.
+
+    ``topk`` alone leaves the choice among tied scores unspecified; a row whose (k+1)-th
+    best equals its k-th is redone with a stable sort (rare with real vectors).
+    Returns: (rows, ≤k) scores and column indices + ``offset``.
+    """
+    width = scores.shape[1]
+    if width <= k:
+        ids = torch.arange(offset, offset + width, device=scores.device).expand(len(scores), width)
+        return scores.clone(), ids
+    top = torch.topk(scores, k + 1, dim=1)
+    values, ids = top.values[:, :k], top.indices[:, :k]
+    tied = torch.nonzero(top.values[:, k] == top.values[:, k - 1]).flatten()
+    if len(tied):
+        order = torch.sort(scores[tied], dim=1, descending=True, stable=True).indices[:, :k]
+        values, ids = values.clone(), ids.clone()
+        values[tied], ids[tied] = scores[tied].gather(1, order), order
+    return values, ids + offset
+
+
+def _canonical_top(scores: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best of each row, best first, equal scores in increasing item index."""
+    by_id = torch.argsort(ids, dim=1)
+    scores, ids = scores.gather(1, by_id), ids.gather(1, by_id)
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    return scores.gather(1, order), ids.gather(1, order)
 
 
 class FaissIndex(VectorIndex):

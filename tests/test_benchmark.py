@@ -11,6 +11,7 @@ from recutils.benchmark import (
     compare,
     loglog_slope,
     machine_description,
+    matched_spectrum_vectors,
     read_results,
     run_in_subprocess,
     speed_ratio,
@@ -70,6 +71,11 @@ def test_machine_description_names_the_hardware():
     names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
     assert machine["cpu"] == (names[0] if names else platform.processor() or platform.machine())
     assert machine["cores"] == os.cpu_count()
+    lines = cpuinfo.splitlines()
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    if flags:
+        listed = machine["vector_instructions"].split()
+        assert listed and all(flag in flags for flag in listed) and ("avx2" in flags) == ("avx2" in listed)
     assert machine["torch_threads"] == torch.get_num_threads()
     meminfo = Path("/proc/meminfo")
     if meminfo.exists():
@@ -112,3 +118,21 @@ def test_read_results_names_a_missing_or_corrupt_file(tmp_path):
     (tmp_path / "bad.json").write_text('{"machine": {}}')
     with pytest.raises(ValueError, match="is not a benchmark result file"):
         read_results(tmp_path / "bad.json")
+
+
+def test_matched_spectrum_vectors_keep_the_real_vectors_shape():
+    generator = torch.Generator().manual_seed(0)
+    # Anisotropic "real" vectors: a few directions carry most of the variance, plus an offset.
+    # Unit vectors in many dimensions, as text embeddings are: normalising the draws then
+    # changes little.
+    scales = torch.logspace(0, -1, 96)
+    real = torch.nn.functional.normalize(torch.randn(4000, 96, generator=generator) * scales + 0.1, dim=1)
+    drawn = matched_spectrum_vectors(real, 70_000, seed=1)
+    assert drawn.shape == (70_000, 96) and drawn.dtype == torch.float32
+    assert torch.allclose(drawn.norm(dim=1), torch.ones(70_000), atol=1e-5)
+    spectrum = lambda x: torch.linalg.eigvalsh(torch.cov(x.double().T)).flip(0)  # noqa: E731
+    assert torch.allclose(spectrum(drawn)[:4], spectrum(real)[:4], rtol=0.1)
+    assert torch.allclose(drawn.mean(dim=0), real.mean(dim=0), atol=0.02)
+    assert torch.equal(drawn[:10], matched_spectrum_vectors(real, 10, seed=1))  # seeded, block-independent
+    with pytest.raises(ValueError, match="more real vectors than dimensions"):
+        matched_spectrum_vectors(real[:96], 5)

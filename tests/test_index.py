@@ -142,3 +142,37 @@ def test_unknown_index_name_is_refused(content_setup):
     _, vectors = content_setup
     with pytest.raises(ValueError, match="unknown index kind 'best'"):
         ContentRecommender(vectors, index="best")
+
+
+def _integer_vectors(n, dim, seed):
+    """Small integers: every product is exact in float32 and many scores tie."""
+    return torch.randint(-2, 3, (n, dim), generator=torch.Generator().manual_seed(seed)).float()
+
+
+@pytest.mark.parametrize("k", [1, 2, 10, 99, 100])
+@pytest.mark.parametrize("chunk_items", [3, 7, 64])
+def test_small_batch_path_returns_what_the_chunked_path_does_ties_included(k, chunk_items):
+    items, queries = _integer_vectors(100, 4, 0), _integer_vectors(16, 4, 1)
+    small = ExactIndex(items, small_batch=16).search(queries, k)
+    chunked = ExactIndex(items, chunk_items=chunk_items, small_batch=0).search(queries, k)
+    assert torch.equal(small[0], chunked[0]) and torch.equal(small[1], chunked[1])
+    # The tie rule: equal scores in increasing item index, as a stable sort of all scores gives.
+    scores = queries @ items.T
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    assert torch.equal(small[1], order) and torch.equal(small[0], scores.gather(1, order))
+    # One query (a matrix-vector product) and a batch agree too.
+    one = ExactIndex(items).search(queries[3:4], k)
+    assert torch.equal(one[1], small[1][3:4]) and torch.equal(one[0], small[0][3:4])
+
+
+def test_small_batch_path_is_taken_only_for_few_queries(monkeypatch):
+    items, queries = _unit(300, 8, 0), _unit(20, 8, 1)
+    index = ExactIndex(items, small_batch=4)
+    calls = []
+    exact_all = index._search_all
+    monkeypatch.setattr(index, "_search_all", lambda q, k: calls.append(len(q)) or exact_all(q, k))
+    index.search(queries[:4], 5)
+    index.search(queries, 5)
+    assert calls == [4]
+    with pytest.raises(ValueError, match="small_batch must be an integer >= 0"):
+        ExactIndex(items, small_batch=-1)

@@ -67,7 +67,7 @@ def test_random_weights_are_a_different_model(empty_cache):
     assert len(list((empty_cache / "embeddings").iterdir())) == 2
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", ["bf16", "int8", "torch-int8"])
 def test_lower_precision_keeps_the_vectors_close(encoder, empty_cache, precision):
     reference = encoder.encode(TEXTS, progress=False)
     low = TextEncoder(precision=precision)
@@ -83,8 +83,8 @@ def test_lower_precision_keeps_the_vectors_close(encoder, empty_cache, precision
     assert len(list((empty_cache / "embeddings").iterdir())) == 2
 
 
-def test_int8_keeps_the_feed_forward_outputs_in_fp32():
-    model = TextEncoder(precision="int8", use_cache=False).model
+def test_torch_int8_keeps_the_feed_forward_outputs_in_fp32():
+    model = TextEncoder(precision="torch-int8", use_cache=False).model
     layer = model.encoder.layer[0]
     assert type(layer.output.dense) is torch.nn.Linear
     assert type(layer.intermediate.dense) is not torch.nn.Linear
@@ -92,10 +92,16 @@ def test_int8_keeps_the_feed_forward_outputs_in_fp32():
 
 
 def test_bad_inputs(encoder, tmp_path):
-    with pytest.raises(ValueError, match="precision must be fp32, bf16 or int8"):
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, int8"):
         TextEncoder(precision="fp16")
-    with pytest.raises(ValueError, match="int8 quantisation runs on the CPU only"):
+    with pytest.raises(ValueError, match="int8 runs on the CPU only"):
         TextEncoder(device="cuda", precision="int8")
+    with pytest.raises(ValueError, match="int8_recipe applies to precision onnx-int8 only"):
+        TextEncoder(precision="fp32", int8_recipe="all")
+    with pytest.raises(ValueError, match="unknown int8_recipe"):
+        TextEncoder(precision="onnx-int8", int8_recipe="everything")
+    with pytest.raises(ValueError, match="random weights run in torch only"):
+        TextEncoder.with_random_weights(precision="onnx-int8")
     with pytest.raises(TypeError, match=r"texts\[1\] is float"):
         encoder.encode(["fine", float("nan")])
     assert encoder.encode([]).shape == (0, 384)

@@ -1,0 +1,74 @@
+import onnx
+import pytest
+import torch
+
+from recutils.onnx_encoder import INT8_RECIPES, Fidelity, build_onnx, fidelity, onnx_path
+from recutils.text import INT8_ROUTE, TextEncoder
+
+TEXTS = [
+    "Toy Story (1995). Genres: Animation, Children's, Comedy",
+    "GoldenEye (1995). Genres: Action, Adventure, Thriller",
+    "Love this dress! It fits perfectly and the fabric is soft, though it runs a little long. " * 3,
+    "Runs small",
+]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return TextEncoder(use_cache=False).encode(TEXTS, progress=False)
+
+
+def test_onnx_fp32_reproduces_the_torch_vectors(reference, empty_cache):
+    vectors = TextEncoder(precision="onnx-fp32", use_cache=False).encode(TEXTS, progress=False)
+    assert (vectors - reference).abs().max() < 1e-5
+    # Batches of another shape than the traced example: the mask must not be frozen.
+    single = TextEncoder(precision="onnx-fp32", use_cache=False, batch_size=1).encode(TEXTS, progress=False)
+    assert (single - reference).abs().max() < 1e-5
+
+
+def test_fidelity_passes_the_kept_int8_route_and_flags_a_broken_model(reference, empty_cache):
+    int8 = TextEncoder(precision="int8", use_cache=False)
+    assert int8.precision == INT8_ROUTE
+    good = fidelity(int8.encode(TEXTS, progress=False), reference)
+    assert good.ok and 0.99 <= good.min_cosine <= good.mean_cosine < 1.0
+    # A model whose last feed-forward layer is broken (its weights scrambled) must fail the check.
+    broken = TextEncoder(use_cache=False)
+    dense = broken.model.encoder.layer[-1].output.dense
+    with torch.no_grad():
+        order = torch.randperm(dense.weight.shape[0], generator=torch.Generator().manual_seed(0))
+        dense.weight.copy_(dense.weight[order])
+    bad = fidelity(broken.encode(TEXTS, progress=False), reference)
+    assert not bad.ok and bad.min_cosine < 0.99
+    assert "too far" in str(bad) and "ok" in str(good)
+
+
+def test_fidelity_hand_cases():
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert fidelity(a, a) == Fidelity(1.0, 1.0, 0.99)
+    b = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    result = fidelity(b, a)
+    assert result.min_cosine == pytest.approx(2**-0.5)
+    assert result.mean_cosine == pytest.approx((1 + 2**-0.5) / 2)
+    assert not fidelity(torch.full((2, 2), float("nan")), a).ok
+    with pytest.raises(ValueError, match="one shape"):
+        fidelity(a, a[:1])
+
+
+def test_int8_recipes_keep_their_layers_in_fp32_and_are_cached_apart(empty_cache):
+    fingerprint = TextEncoder(use_cache=False).fingerprint
+    source = TextEncoder(use_cache=False).source
+    counts = {}
+    for recipe in ("all", "keep-ffn-output", "keep-outputs"):
+        path = build_onnx(source, fingerprint, recipe)
+        assert path == onnx_path(fingerprint, recipe) and path.is_relative_to(empty_cache / "onnx")
+        graph = onnx.load(str(path)).graph
+        float_matmuls = [n.name for n in graph.node if n.op_type == "MatMul"]
+        counts[recipe] = len(float_matmuls)
+        if recipe == "keep-ffn-output":
+            assert sum("/output/dense/" in n and "attention" not in n for n in float_matmuls) == 6
+    # 6 layers × 2 attention products stay fp32 in every recipe; the output projections when kept.
+    assert counts == {"all": 12, "keep-ffn-output": 18, "keep-outputs": 24}
+    assert len(list((empty_cache / "onnx").iterdir())) == 4  # fp32 + three recipes
+    with pytest.raises(ValueError, match="unknown int8 recipe"):
+        onnx_path(fingerprint, "nothing")
+    assert set(INT8_RECIPES) >= {"all", "keep-ffn-output"}
