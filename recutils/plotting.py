@@ -339,3 +339,24 @@ def plot_gap_cdf(gaps: dict[str, np.ndarray]) -> Figure:
            ylabel="share of test interactions", title="How soon after the history does the test come?")
     ax.legend(frameon=False, fontsize="small", loc="center right")
     return fig
+
+
+def plot_position_bias(probe: pd.DataFrame) -> Figure:
+    """Where a multiple-choice prompt puts its probability, by letter and by the test item's place.
+
+    Args:
+        probe: :func:`recutils.lmrerank.position_probe` rows (``position``, ``p_relevant``, ``p_A``, …).
+    """
+    letters = [c.removeprefix("p_") for c in probe.columns if c.startswith("p_") and c != "p_relevant"]
+    chance = 1 / len(letters)
+    fig, (by_letter, by_place) = plt.subplots(1, 2, figsize=(9, 3.3), layout="constrained", sharey=True)
+    by_letter.bar(letters, [probe[f"p_{x}"].mean() for x in letters], color="tab:grey")
+    by_letter.set(title="Mean probability of each letter", xlabel="answer letter", ylabel="probability")
+    place = probe.groupby("position")["p_relevant"].mean()
+    by_place.bar([letters[i] for i in place.index], place.to_numpy(), color="tab:blue")
+    by_place.set(title="Probability of the test film, by its letter", xlabel="letter the test film was listed at")
+    for ax in (by_letter, by_place):
+        ax.axhline(chance, color="black", linestyle=":", linewidth=1)
+        ax.annotate("chance", (len(letters) - 0.5, chance), xytext=(0, 3), textcoords="offset points",
+                    ha="right", fontsize="small")
+    return fig

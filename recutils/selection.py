@@ -129,6 +129,15 @@ def mean_sd(mean: float, sd: float, n: int, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f} (n = {n})"
 
 
+def mean_se(values: Sequence[float] | np.ndarray | pd.Series, digits: int = 3) -> str:
+    """``"0.245 ± 0.021 (SE, n = 40)"``: the mean and its standard error over the values (e.g. users)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        raise ValueError(f"a standard error needs at least two values, got {values.size}")
+    se = values.std(ddof=1) / np.sqrt(values.size)
+    return f"{values.mean():.{digits}f} ± {se:.{digits}f} (SE, n = {values.size})"
+
+
 def evaluate_seeds(
     make: Callable[[int], Recommender],
     split: Split,

@@ -9,6 +9,7 @@ from recutils.plotting import (  # noqa: E402
     plot_cost_growth,
     plot_data_overview,
     plot_metric_bars,
+    plot_position_bias,
     plot_recall_speed,
     plot_tuning_curve,
 )
@@ -170,3 +171,11 @@ def test_plot_recall_curves_one_line_per_index():
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["IVF (nprobe)", "HNSW (efSearch)"]
     assert list(fig.axes[1].lines[1].get_ydata()) == [0.95, 0.99]
+
+
+def test_position_bias_bars_average_each_letter_and_each_place():
+    probe = pd.DataFrame({"user": [0, 0, 1, 1], "position": [0, 1, 0, 1], "p_relevant": [0.9, 0.3, 0.7, 0.1],
+                          "p_A": [0.9, 0.7, 0.7, 0.9], "p_B": [0.1, 0.3, 0.3, 0.1]})
+    letters, places = plot_position_bias(probe).axes
+    assert [p.get_height() for p in letters.patches] == pytest.approx([0.8, 0.2])
+    assert [p.get_height() for p in places.patches] == pytest.approx([0.8, 0.2])

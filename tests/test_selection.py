@@ -3,7 +3,16 @@ import pytest
 
 from recutils.baselines import EASE, Popularity, RandomRecommender
 from recutils.metrics import evaluate
-from recutils.selection import choose, choose_setting, evaluate_seeds, glue_intervals, mean_sd, seed_table
+from recutils.selection import (
+    choose,
+    choose_setting,
+    evaluate_seeds,
+    glue_all,
+    glue_intervals,
+    mean_sd,
+    mean_se,
+    seed_table,
+)
 from recutils.split import temporal_split
 
 
@@ -80,3 +89,28 @@ def test_glue_intervals_glues_text_and_verdict_for_each_key(monkeypatch):
     table = glue_intervals({"a": above, "b": tie}, words=("better", "worse", "level"))
     assert glued == {"ci_a": str(above), "verdict_a": "better", "ci_b": str(tie), "verdict_b": "level"}
     assert list(table.index) == ["a", "b"] and table.loc["a", "95% low"] == 0.01
+
+
+def test_glue_all_glues_plain_python_numbers_without_display(monkeypatch):
+    import myst_nb
+    import numpy as np
+
+    glued = {}
+    monkeypatch.setattr(
+        myst_nb, "glue", lambda name, value, display=True: glued.__setitem__(name, (value, display))
+    )
+    glue_all(w=np.float64(0.8), n=np.int64(943), text="0.211 ± 0.004 (n = 3)", x=0.5)
+    assert glued == {
+        "w": (0.8, False),
+        "n": (943, False),
+        "text": ("0.211 ± 0.004 (n = 3)", False),
+        "x": (0.5, False),
+    }
+    assert type(glued["w"][0]) is float and type(glued["n"][0]) is int
+
+
+def test_mean_se_is_the_standard_error_of_the_mean():
+    # values 1, 2, 3, 4: mean 2.5, sd sqrt(5/3), se sqrt(5/3)/2 = 0.6455
+    assert mean_se([1, 2, 3, 4]) == "2.500 ± 0.645 (SE, n = 4)"
+    with pytest.raises(ValueError, match="at least two"):
+        mean_se([1.0])
