@@ -169,13 +169,15 @@ def plot_training_curves(logs: dict[str, object], reference: dict[str, float] | 
     return fig
 
 
-def plot_seed_curves(curves: dict[str, Sequence[Sequence[float]]], ylabel: str = "validation NDCG@10") -> Figure:
+def plot_seed_curves(curves: dict[str, Sequence[Sequence[float]]], ylabel: str = "validation NDCG@10",
+                     x: Sequence[float] | None = None, xlabel: str = "epoch") -> Figure:
     """One line per run family: the mean over seeds per epoch, with a band from the lowest to
     the highest seed. Runs that stopped early simply end; an epoch's mean is over the seeds
     that reached it.
 
     Args:
         curves: name -> one sequence of per-epoch values per seed.
+        x: where each value was measured (e.g. training steps); default 1, 2, … (epochs).
     """
     if not curves or any(len(runs) == 0 for runs in curves.values()):
         raise ValueError("every curve family needs at least one run")
@@ -185,11 +187,11 @@ def plot_seed_curves(curves: dict[str, Sequence[Sequence[float]]], ylabel: str =
         values = np.full((len(runs), length), np.nan)
         for row, run in enumerate(runs):
             values[row, : len(run)] = run
-        epochs = np.arange(1, length + 1)
+        epochs = np.arange(1, length + 1) if x is None else np.asarray(x, dtype=np.float64)[:length]
         line = ax.plot(epochs, np.nanmean(values, axis=0), marker=".", label=f"{name} (n = {len(runs)})")
         ax.fill_between(epochs, np.nanmin(values, axis=0), np.nanmax(values, axis=0), alpha=0.2,
                         color=line[0].get_color())
-    ax.set(xlabel="epoch", ylabel=ylabel, title="mean over seeds; band: lowest to highest seed")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title="mean over seeds; band: lowest to highest seed")
     ax.legend(frameon=False, fontsize="small")
     return fig
 
@@ -359,4 +361,34 @@ def plot_position_bias(probe: pd.DataFrame) -> Figure:
         ax.axhline(chance, color="black", linestyle=":", linewidth=1)
         ax.annotate("chance", (len(letters) - 0.5, chance), xytext=(0, 3), textcoords="offset points",
                     ha="right", fontsize="small")
+    return fig
+
+
+def plot_table_curves(table: pd.DataFrame, x: str, y: str = "validation NDCG@10", log_y: bool = False) -> Figure:
+    """A table whose rows are settings of one parameter, drawn as curves: one panel per first
+    column level (e.g. protocol, or metric), one line per second level (e.g. model).
+
+    Args:
+        table: indexed by the parameter's values, with two-level columns; a missing value is
+            a setting that line was not measured at.
+        x: the x-axis label. The axis is logarithmic past the smallest positive value and
+            linear below it, so a setting of 0 still shows.
+        y: the y-axis label of every panel.
+        log_y: a logarithmic y axis (for times that span orders of magnitude).
+    """
+    panels = list(dict.fromkeys(table.columns.get_level_values(0)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), layout="constrained",
+                             squeeze=False)
+    positive = table.index[table.index > 0]
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for name, column in table[panel].items():
+            curve = column.dropna()
+            ax.plot(curve.index, curve.to_numpy(), marker="o", label=name)
+        if len(positive) and (table.index <= 0).any():
+            ax.set_xscale("symlog", linthresh=float(positive.min()))
+        elif len(positive) == len(table.index):
+            ax.set_xscale("log")
+        ax.set(title=panel, xlabel=x, ylabel=y, yscale="log" if log_y else "linear")
+        # Below the panel, where no line can run under it.
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, ncols=2)
     return fig

@@ -10,6 +10,7 @@ from recutils.plotting import (  # noqa: E402
     plot_data_overview,
     plot_metric_bars,
     plot_position_bias,
+    plot_table_curves,
     plot_recall_speed,
     plot_tuning_curve,
 )
@@ -142,6 +143,8 @@ def test_seed_curves_plot_the_mean_and_the_range_over_seeds():
     assert band.min() == pytest.approx(0.1) and band.max() == pytest.approx(0.4)
     with pytest.raises(ValueError, match="at least one run"):
         plot_seed_curves({"adam": []})
+    stepped = plot_seed_curves({"tuned": [[0.1, 0.2], [0.3]]}, x=[0, 25, 50], xlabel="step").axes[0]
+    assert list(stepped.lines[0].get_xdata()) == [0, 25] and stepped.get_xlabel() == "step"
 
 
 def test_plot_against_draws_one_line_per_column_and_the_mark():
@@ -179,3 +182,16 @@ def test_position_bias_bars_average_each_letter_and_each_place():
     letters, places = plot_position_bias(probe).axes
     assert [p.get_height() for p in letters.patches] == pytest.approx([0.8, 0.2])
     assert [p.get_height() for p in places.patches] == pytest.approx([0.8, 0.2])
+
+
+def test_table_curves_draw_one_line_per_model_per_protocol_skipping_untried_settings():
+    columns = pd.MultiIndex.from_tuples([("P1", "ItemKNN"), ("P1", "UserKNN"), ("G", "ItemKNN")])
+    table = pd.DataFrame([[0.1, 0.2, 0.3], [0.15, None, 0.25], [0.2, 0.1, None]], index=[0.0, 2.0, 20.0],
+                         columns=columns)
+    p1, g = plot_table_curves(table, "shrinkage").axes
+    assert [ax.get_title() for ax in (p1, g)] == ["P1", "G"]
+    assert [len(line.get_xdata()) for line in p1.get_lines()] == [3, 2]
+    assert list(g.get_lines()[0].get_xdata()) == [0.0, 2.0]
+    assert p1.get_xscale() == "symlog"  # 0 is a setting, so the axis is linear near it
+    timed = plot_table_curves(table.set_axis([1.0, 4.0, 16.0]), "queries", "ms", log_y=True).axes[0]
+    assert timed.get_xscale() == "log" and timed.get_yscale() == "log"
