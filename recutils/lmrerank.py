@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from recutils.cache import atomic_path, cache_dir, file_digest, warn_rebuild
 from recutils.checks import check_int
+from recutils.combine import normalise_scores
 from recutils.embeddings import readable_title
 from recutils.metrics import hits_at_k, ndcg_at_k
 from recutils.recommender import Recommender
@@ -483,18 +484,12 @@ class LMReranker(Recommender):
         base = self.base.score(users)
         candidates, pairs = self.lm_scores(users)
         lm = pairs[..., 0] - pairs[..., 1] if self.score_kind == "odds" else pairs[..., 0]
-        blended = (1 - self.weight) * _standardise(base.gather(1, candidates)) + self.weight * _standardise(lm)
+        blended = ((1 - self.weight) * normalise_scores(base.gather(1, candidates), "zscore")
+                   + self.weight * normalise_scores(lm, "zscore"))
         in_pool = torch.zeros_like(base, dtype=torch.bool).scatter_(1, candidates, True)
         floor = base.masked_fill(in_pool, float("-inf")).max(dim=1, keepdim=True).values
         lifted = blended - blended.min(dim=1, keepdim=True).values + floor + 1.0
         return base.scatter(1, candidates, lifted)
-
-
-def _standardise(x: torch.Tensor) -> torch.Tensor:
-    """Each row to mean 0 and sd 1 (a constant row to zeros)."""
-    centred = x - x.mean(dim=1, keepdim=True)
-    sd = centred.pow(2).mean(dim=1, keepdim=True).sqrt()
-    return torch.where(sd > 0, centred / sd.clamp(min=1e-12), torch.zeros_like(centred))
 
 
 def sample_test_users(
