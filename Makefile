@@ -71,8 +71,9 @@ browser: $(STAMP)
 # trainings on one core each get more done than one on two, and training gives the same bits
 # on any number of threads. Group A is chapter 4, which trains the towers that chapters 6a and
 # 7 then read from the cache; group B runs the rest, chapters 5 and 5b last, by when more of
-# chapter 4's towers are cached (a tower not yet cached is trained by both groups). Each
-# group's log is printed when both are done.
+# chapter 4's towers are cached. A tower is never trained twice: a group that needs one the
+# other is training waits for it (recutils.cache.cache_lock). Each group's log is printed
+# when both are done.
 NOTEBOOKS_A := book/04_two_tower.ipynb book/06a_video.ipynb book/07_claims.ipynb
 NOTEBOOKS_LAST := book/05_combining_results.ipynb book/05b_order_and_finetuning.ipynb
 NOTEBOOKS_B := $(filter-out $(NOTEBOOKS_A) $(NOTEBOOKS_LAST),$(NOTEBOOKS)) $(NOTEBOOKS_LAST)

@@ -49,6 +49,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def cache_lock(kind: str, key: str) -> Iterator[None]:
+    """Hold an exclusive lock on the cache entry ``key`` of ``kind`` for the block.
+
+    Two processes about to compute the same entry (``make test`` runs two groups of
+    notebooks side by side, and both need chapter 4's towers) would both compute it.
+    Inside this lock the second waits for the first, then finds the entry stored. The
+    lock is a file under ``{cache}/locks``. Where ``fcntl`` is missing (Windows) the
+    block runs unlocked, as before.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder = cache_dir() / "locks"
+    folder.mkdir(exist_ok=True)
+    with open(folder / f"{kind}-{key}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def warn_rebuild(path: str | Path, problem: object) -> None:
     """Say that a cache entry could not be used and is being rebuilt."""
     warnings.warn(f"cache entry {path} is unusable ({problem}); rebuilding it", RuntimeWarning, stacklevel=3)

@@ -35,6 +35,7 @@ from recutils.checks import check_int
 from recutils.combine import normalise_scores
 from recutils.embeddings import readable_title
 from recutils.metrics import hits_at_k, ndcg_at_k
+from recutils.perturb import restrict_test
 from recutils.recommender import Recommender
 from recutils.sequences import ordered_histories
 from recutils.split import Interactions, Split
@@ -509,16 +510,7 @@ def sample_test_users(
     if len(eligible) < n_users:
         raise ValueError(f"only {len(eligible)} users have a test item in the top {pool}; asked for {n_users}")
     chosen = np.sort(np.random.default_rng(seed).choice(eligible, n_users, replace=False))
-    return restrict_users(split, chosen), len(eligible) / len(users)
-
-
-def restrict_users(split: Split, users: Sequence[int] | np.ndarray) -> Split:
-    """The same split with only these users' test interactions (train is untouched)."""
-    test = split.test.frame[split.test.frame["user"].isin(np.asarray(users))]
-    if test.empty:
-        raise ValueError("none of these users has a test interaction in the split")
-    restricted = Interactions(test.reset_index(drop=True), split.test.n_users, split.test.n_items)
-    return Split(split.protocol, split.train, restricted, split.candidates)
+    return restrict_test(split, chosen), len(eligible) / len(users)
 
 
 def rank_agreement(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:

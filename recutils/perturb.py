@@ -60,10 +60,10 @@ def truncate_histories(split: Split, users: torch.Tensor, keep: int) -> Split:
     return _with_train(split, frame[~chosen | latest])
 
 
-def restrict_test(split: Split, users: torch.Tensor) -> Split:
-    """The same split, evaluated on the given users only."""
+def restrict_test(split: Split, users: torch.Tensor | np.ndarray | Sequence[int]) -> Split:
+    """The same split, evaluated on the given users only (train is untouched)."""
     test = split.test.frame
-    kept = test[test["user"].isin(users.tolist())].reset_index(drop=True)
+    kept = test[test["user"].isin([int(user) for user in users])].reset_index(drop=True)
     if kept.empty:
         raise ValueError("none of the given users has a test interaction")
     return Split(

@@ -13,6 +13,7 @@ on sampled negatives, which is what the article intends.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -32,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from recutils.cache import atomic_path, cache_dir, warn_rebuild
+from recutils.cache import atomic_path, cache_dir, cache_lock, warn_rebuild
 from recutils.checks import check_int, check_number
 from recutils.metrics import evaluate
 from recutils.index import IndexKind
@@ -462,7 +463,13 @@ class TwoTower(VectorRecommender):
             raise ValueError(
                 f"batch_size {self.config.batch_size} is larger than the {len(train)} train interactions"
             )
-        folder = self.cache_entry_ = cache_dir() / "twotower" / self._cache_key(train)
+        key = self._cache_key(train)
+        folder = self.cache_entry_ = cache_dir() / "twotower" / key
+        # Another process training the same model (the other notebook group) finishes first.
+        with cache_lock("twotower", key) if self.use_cache else contextlib.nullcontext():
+            self._fit_or_load(train, folder)
+
+    def _fit_or_load(self, train: Interactions, folder: Path) -> None:
         broken = False
         if self.use_cache and folder.exists():
             try:

@@ -214,40 +214,50 @@ from recutils.twotower import TwoTower
 data = make_synthetic(n_users=40, n_items=30, per_user=8)
 split = temporal_split(data.interactions)
 vectors = torch.nn.functional.one_hot(torch.tensor(data.items["cluster"].to_numpy()), 3).float()
+calls = []
+train = TwoTower._train
+TwoTower._train = lambda self, *args, **kwargs: calls.append(1) or train(self, *args, **kwargs)
 model = TwoTower(vectors, validation=validation_split(split), hidden=16, out_dim=8, epochs=4, patience=4, batch_size=64)
 np.save(sys.argv[1], model.fit(split.train).score(torch.arange(40)).numpy())
+print(len(calls))  # trainings this process ran: 2 (validation run, refit) or 0 (read from the cache)
 """
 
 
-def _run_twice_at_once(script: str, cache: Path, tmp_path: Path) -> list[np.ndarray]:
+def _run_twice_at_once(script: str, cache: Path, tmp_path: Path) -> tuple[list[np.ndarray], list[str]]:
+    """Both processes' saved arrays and what they printed."""
     env = {**os.environ, "RECUTILS_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     outputs = [tmp_path / f"out{i}.npy" for i in range(2)]
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(script), str(out)],
             env=env,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for out in outputs
     ]
+    printed = []
     for process in processes:
-        _, stderr = process.communicate(timeout=600)
+        stdout, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr
-    return [np.load(out) for out in outputs]
+        printed.append(stdout.strip())
+    return [np.load(out) for out in outputs], printed
 
 
 def test_two_processes_filling_one_embedding_entry_both_succeed(empty_cache, tmp_path):
-    first, second = _run_twice_at_once(FILL_EMBEDDINGS, empty_cache, tmp_path)
+    (first, second), _ = _run_twice_at_once(FILL_EMBEDDINGS, empty_cache, tmp_path)
     np.testing.assert_array_equal(first, second)
     (entry,) = _entries(empty_cache, "embeddings")
     np.testing.assert_array_equal(load_file(entry)["embeddings"].numpy(), first)
     assert not [p for p in (empty_cache / "embeddings").iterdir() if p.name.startswith(".")]
 
 
-def test_two_processes_filling_one_two_tower_entry_both_succeed(empty_cache, tmp_path):
-    first, second = _run_twice_at_once(FILL_TWO_TOWER, empty_cache, tmp_path)
+def test_two_processes_wanting_one_two_tower_train_it_once(empty_cache, tmp_path):
+    (first, second), trainings = _run_twice_at_once(FILL_TWO_TOWER, empty_cache, tmp_path)
     np.testing.assert_array_equal(first, second)
+    # One process trained (validation run and refit); the other waited on the lock and read it.
+    assert sorted(trainings) == ["0", "2"]
     (entry,) = _entries(empty_cache, "twotower")
     # The refit model, and the early-stopped one it was refitted from (chapter 5b fine-tunes that).
     assert {p.name for p in entry.iterdir()} == {"model.safetensors", "validation_model.safetensors", "config.json"}

@@ -176,3 +176,19 @@ def test_small_batch_path_is_taken_only_for_few_queries(monkeypatch):
     assert calls == [4]
     with pytest.raises(ValueError, match="small_batch must be an integer >= 0"):
         ExactIndex(items, small_batch=-1)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_onednn_products_find_what_numpy_products_do(monkeypatch):
+    items, queries = _unit(3000, 32, 9), _unit(40, 32, 10)
+    fast = ExactIndex(items, chunk_items=256, small_batch=0)
+    found = fast.search(queries, 10)
+    # The oneDNN copy of the items was made, one tensor per chunk, and is counted.
+    assert len(fast._onednn_chunks[256]) == 12
+    assert fast.memory_bytes == 2 * 3000 * 32 * 4
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    plain = ExactIndex(items, chunk_items=256, small_batch=0)
+    reference = plain.search(queries, 10)
+    assert not plain._onednn_chunks and plain.memory_bytes == 3000 * 32 * 4
+    assert torch.equal(found[1], reference[1])
+    assert torch.allclose(found[0], reference[0], atol=1e-6)

@@ -20,7 +20,6 @@ from recutils.lmrerank import (
     film_titles,
     position_probe,
     rank_agreement,
-    restrict_users,
     sample_test_users,
 )
 from recutils.split import Interactions, Split
@@ -271,16 +270,6 @@ class LetterScorer(TitleLengthScorer):
         n = len(option_lists[0])
         row = torch.tensor([0.5] + [0.5 / (n - 1)] * (n - 1))
         return row.expand(len(option_lists), n)
-
-
-def test_restrict_users_keeps_only_their_test_rows():
-    train, _ = _toy()
-    test = pd.DataFrame([(0, 1, 4, 10), (1, 2, 4, 10), (2, 0, 4, 10)], columns=COLUMNS)
-    split = Split("P1", train, Interactions(test, 4, 8))
-    assert sorted(restrict_users(split, [0, 2]).test.frame["user"]) == [0, 2]
-    assert restrict_users(split, [0, 2]).train is train
-    with pytest.raises(ValueError, match="none of these users"):
-        restrict_users(split, [3])
 
 
 def test_random_scorer_is_repeatable_and_orders_at_random():

@@ -58,7 +58,7 @@ def test_int8_recipes_keep_their_layers_in_fp32_and_are_cached_apart(empty_cache
     fingerprint = TextEncoder(use_cache=False).fingerprint
     source = TextEncoder(use_cache=False).source
     counts = {}
-    for recipe in ("all", "keep-ffn-output", "keep-outputs"):
+    for recipe in ("all", "keep-ffn-output", "keep-outputs", "keep-values-outputs"):
         path = build_onnx(source, fingerprint, recipe)
         assert path == onnx_path(fingerprint, recipe) and path.is_relative_to(empty_cache / "onnx")
         graph = onnx.load(str(path)).graph
@@ -66,9 +66,11 @@ def test_int8_recipes_keep_their_layers_in_fp32_and_are_cached_apart(empty_cache
         counts[recipe] = len(float_matmuls)
         if recipe == "keep-ffn-output":
             assert sum("/output/dense/" in n and "attention" not in n for n in float_matmuls) == 6
+        if recipe == "keep-values-outputs":
+            assert sum("/self/value/" in n for n in float_matmuls) == 6
     # 6 layers × 2 attention products stay fp32 in every recipe; the output projections when kept.
-    assert counts == {"all": 12, "keep-ffn-output": 18, "keep-outputs": 24}
-    assert len(list((empty_cache / "onnx").iterdir())) == 4  # fp32 + three recipes
+    assert counts == {"all": 12, "keep-ffn-output": 18, "keep-outputs": 24, "keep-values-outputs": 30}
+    assert len(list((empty_cache / "onnx").iterdir())) == 5  # fp32 + four recipes
     with pytest.raises(ValueError, match="unknown int8 recipe"):
         onnx_path(fingerprint, "nothing")
     assert set(INT8_RECIPES) >= {"all", "keep-ffn-output"}

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -46,6 +47,17 @@ def test_truncation_keeps_only_the_latest_items_of_chosen_users(split):
     assert set(only.test.frame["user"]) == {0, 1}
     with pytest.raises(ValueError, match="keep"):
         truncate_histories(split, torch.tensor([0]), keep=0)
+
+
+@pytest.mark.parametrize("as_type", [torch.tensor, np.array, list])
+def test_restrict_test_keeps_only_these_users_test_rows(split, as_type):
+    only = restrict_test(split, as_type([0, 2]))
+    assert set(only.test.frame["user"]) == {0, 2}
+    assert len(only.test) == int(split.test.frame["user"].isin([0, 2]).sum())
+    assert only.train is split.train and only.candidates is split.candidates
+    absent = int(split.test.n_users)  # a user index with no test rows
+    with pytest.raises(ValueError, match="none of the given users"):
+        restrict_test(split, as_type([absent]))
 
 
 def test_fake_users_rate_the_target_and_filler_in_train_only(split):
