@@ -93,7 +93,7 @@ test: unit notebooks html browser
 # Benchmarks (not tests): prints tables and writes benchmarks/results/latest.json, which
 # the performance appendix renders. About 45 minutes on 2 cores; pick sections with
 # BENCH_ARGS="--sections encode retrieval", or BENCH_ARGS=--quick for tiny sizes
-# (--p2-tower adds the two-tower's P2 check on int8 vectors, about 30 minutes more).
+# (--p2-tower adds the two-tower's P2 check on int8 vectors, about 6 minutes more).
 bench: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/run.py $(BENCH_ARGS)
 
