@@ -91,7 +91,7 @@ notebooks: $(STAMP)
 test: unit notebooks html browser
 
 # Benchmarks (not tests): prints tables and writes benchmarks/results/latest.json, which
-# the performance appendix renders. About 45 minutes on 2 cores; pick sections with
+# the performance appendix renders. About 35 minutes on 2 cores; pick sections with
 # BENCH_ARGS="--sections encode retrieval", or BENCH_ARGS=--quick for tiny sizes
 # (--p2-tower adds the two-tower's P2 check on int8 vectors, about 6 minutes more).
 bench: $(STAMP)

@@ -57,7 +57,7 @@ def cache_lock(kind: str, key: str) -> Iterator[None]:
     notebooks side by side, and both need chapter 4's towers) would both compute it.
     Inside this lock the second waits for the first, then finds the entry stored. The
     lock is a file under ``{cache}/locks``. Where ``fcntl`` is missing (Windows) the
-    block runs unlocked, as before.
+    block runs unlocked, and two processes may then both compute the entry.
     """
     try:
         import fcntl

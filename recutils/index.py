@@ -85,8 +85,8 @@ class ExactIndex(VectorIndex):
     On a CPU with oneDNN (torch's ``mkldnn``), large batches multiply by a second copy
     of the items in oneDNN's format, made on the first large batch: oneDNN's
     just-in-time kernels use AVX-512 where OpenBLAS and MKL fall back to AVX2 on the
-    book's AMD processors, about twice as fast (see the appendix). The copy doubles
-    :attr:`memory_bytes`.
+    book's AMD processors (the appendix measures the result against FAISS). The copy
+    doubles :attr:`memory_bytes`.
 
     Args:
         vectors: (n, dim) item vectors (kept as float32).
@@ -116,7 +116,8 @@ class ExactIndex(VectorIndex):
         self.vectors = vectors.detach().float().to(self.device).contiguous()
         self.chunk_items = chunk_items
         self.small_batch = SMALL_BATCH if small_batch is None else int(small_batch)
-        # oneDNN copies of the item chunks, keyed by chunk size; made on first use.
+        # oneDNN copies of the item chunks, keyed by chunk size (only the last size used is
+        # kept); made on first use.
         self._onednn_chunks: dict[int, list[torch.Tensor]] = {}
 
     def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
