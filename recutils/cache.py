@@ -18,6 +18,17 @@ def cache_dir() -> Path:
     return path
 
 
+def kernel_paths() -> str:
+    """The CPU code paths that computed results depend on: torch's kernel level ("AVX2",
+    "AVX512", ...; ``ATEN_CPU_CAPABILITY`` lowers it). Kernels of another level add in another
+    order, so an embedding or a trained model computed on them differs in its last bits, and
+    training carries that further: every computed cache entry is keyed by this too.
+    """
+    import torch  # here, so that cache_dir() stays usable without torch loaded
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
     """Hex digest of a file, read in 1 MiB blocks."""
     digest = hashlib.new(algorithm)

@@ -20,7 +20,7 @@ from recutils.checks import check_int, check_number, check_rows
 from recutils.metrics import evaluate
 from recutils.recommender import Recommender, UserIndices, require_fitted_on
 from recutils.selection import Choice, SeedResult, choose, evaluate_seeds
-from recutils.similarity import association_matrix, cosine_similarity
+from recutils.similarity import association_matrix, cosine_similarity, top_k
 from recutils.split import Interactions, Split
 
 Normalisation = Literal["minmax", "zscore", "rank", "softmax"]
@@ -35,19 +35,29 @@ def normalise_scores(
     """Put each row of scores on a common scale, ignoring masked entries.
 
     Args:
-        scores: (n_users, n_items) raw scores.
+        scores: (n_users, n_items) raw scores: finite or ±inf (NaN raises).
         method: "minmax" to [0, 1]; "zscore" to mean 0 and standard deviation 1;
             "rank" to (n − rank + 1) / n with rank 1 the best (tied scores share the
             best rank of their group); "softmax" to a
             probability distribution over the unmasked items, softmax(s / temperature).
         mask: (n_users, n_items) bool, True for entries to ignore (e.g. seen items);
             they come out as 0 (probability 0 for softmax).
-    Returns: (n_users, n_items) float32.
+    Returns: (n_users, n_items) float32. A row's statistics (min, max, mean, standard
+        deviation, the n of "rank") are over its finite unmasked entries; ±inf entries
+        come out unchanged, so −inf ("never recommend while others are left") stays last.
+        With softmax, −inf gets probability 0 and +inf entries share probability 1 (the
+        limit as their scores grow); a row with nothing above −inf comes out as zeros.
+        A row whose finite entries are all equal comes out as 0 (minmax, zscore), 1 (rank)
+        or uniform (softmax).
     """
     if scores.ndim != 2:
         raise ValueError(f"scores must be (n_users, n_items), got shape {tuple(scores.shape)}")
     if torch.isnan(scores).any():
-        raise ValueError("scores contain NaN")
+        row, item = (int(i) for i in torch.nonzero(torch.isnan(scores))[0])
+        raise ValueError(
+            f"scores contain {int(torch.isnan(scores).sum())} NaN entries (the first in row {row}, "
+            f"column {item}); a NaN has no place on any scale"
+        )
     check_number(temperature, "temperature", low=0, low_open=True)
     if mask is not None and mask.shape != scores.shape:
         raise ValueError(f"mask has shape {tuple(mask.shape)}, scores {tuple(scores.shape)}")
@@ -55,27 +65,31 @@ def normalise_scores(
     s = scores.float()
     if method == "softmax":
         logits = (s / temperature).masked_fill(~keep, float("-inf"))
-        # Rows with nothing unmasked would be all -inf: return zeros instead of NaN.
-        empty = ~keep.any(dim=1, keepdim=True)
-        return torch.softmax(logits.masked_fill(empty, 0.0), dim=1).masked_fill(~keep, 0.0)
-    count = keep.sum(dim=1, keepdim=True).clamp(min=1)
+        first = torch.isposinf(logits)
+        logits = torch.where(first.any(dim=1, keepdim=True), torch.where(first, 0.0, float("-inf")), logits)
+        # Rows with nothing above -inf would be NaN: return zeros instead.
+        empty = torch.isneginf(logits).all(dim=1, keepdim=True)
+        return torch.softmax(logits.masked_fill(empty, 0.0), dim=1).masked_fill(~keep | empty, 0.0)
+    # Statistics over the finite entries: an infinite one would make every other entry 0 or NaN.
+    finite = keep & torch.isfinite(s)
+    count = finite.sum(dim=1, keepdim=True).clamp(min=1)
     if method == "minmax":
-        low = s.masked_fill(~keep, float("inf")).min(dim=1, keepdim=True).values
-        high = s.masked_fill(~keep, float("-inf")).max(dim=1, keepdim=True).values
+        low = s.masked_fill(~finite, float("inf")).min(dim=1, keepdim=True).values
+        high = s.masked_fill(~finite, float("-inf")).max(dim=1, keepdim=True).values
         out = (s - low) / (high - low).clamp(min=1e-12)
     elif method == "zscore":
-        mean = s.masked_fill(~keep, 0.0).sum(dim=1, keepdim=True) / count
-        var = ((s - mean) ** 2).masked_fill(~keep, 0.0).sum(dim=1, keepdim=True) / count
+        mean = s.masked_fill(~finite, 0.0).sum(dim=1, keepdim=True) / count
+        var = ((s - mean) ** 2).masked_fill(~finite, 0.0).sum(dim=1, keepdim=True) / count
         out = (s - mean) / var.sqrt().clamp(min=1e-12)
     elif method == "rank":
         # Tied scores share the best rank of their group (1 + the number of better items): ranks
         # by position would break ties by item index, which favours low ids.
-        negated = -s.masked_fill(~keep, float("-inf"))
+        negated = -s.masked_fill(~finite, float("-inf"))
         rank = torch.searchsorted(torch.sort(negated, dim=1).values, negated, side="left") + 1
         out = (count - rank + 1).float() / count
     else:
         raise ValueError(f"method must be 'minmax', 'zscore', 'rank' or 'softmax', got {method!r}")
-    return out.masked_fill(~keep, 0.0)
+    return torch.where(finite, out, s).masked_fill(~keep, 0.0)
 
 
 class _Combiner(Recommender):
@@ -107,6 +121,15 @@ class _Combiner(Recommender):
     def _active(self) -> list[tuple[Recommender, float]]:
         return [(m, w) for m, w in zip(self.models, self.weights, strict=True) if w > 0]
 
+    @staticmethod
+    def _keep_vetoes(fused: torch.Tensor, vetoed: torch.Tensor) -> torch.Tensor:
+        """``fused`` with −inf where a member (of positive weight) scored −inf.
+
+        A member's −inf means "never recommend this item while others are left" (a filter, a
+        non-candidate); no other member's enthusiasm overrides it.
+        """
+        return fused.masked_fill(vetoed, float("-inf"))
+
 
 class ScoreFusion(_Combiner):
     """Score and probability combination: a weighted sum of normalised scores.
@@ -123,6 +146,10 @@ class ScoreFusion(_Combiner):
         normalisation: for combsum/combmnz (see :func:`normalise_scores`).
         temperature: one τ for all models, or one per model, for "mixture".
         depth: the list depth that counts as "retrieved" for combmnz.
+
+    An item a member of positive weight scores −inf scores −inf here too, with every method
+    and normalisation: it is recommended only once no other item is left (see
+    :meth:`_Combiner._keep_vetoes`). Such an item is never "retrieved" for combmnz.
     """
 
     def __init__(
@@ -160,30 +187,38 @@ class ScoreFusion(_Combiner):
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         seen = self.seen_[users]
         total = torch.zeros(len(users), self.train_.n_items)
-        retrieved = torch.zeros_like(total)
         if self.method == "mixture":
             return self._log_mixture(users, seen)
+        retrieved = torch.zeros_like(total)
+        vetoed = torch.zeros_like(seen)
         for model, weight in self._active():
             scores = model.score(users)
+            vetoed |= torch.isneginf(scores) & ~seen
             normalised = normalise_scores(scores, self.normalisation, seen)
+            # Vetoed entries end as -inf whatever the sum: 0 in their place keeps the arithmetic finite.
+            normalised = normalised.masked_fill(torch.isneginf(normalised), 0.0)
             if self.method == "combmnz":
-                in_top = model.ranks(users) <= self.depth
+                in_top = (model._ranks(users, scores) <= self.depth) & ~torch.isneginf(scores)
                 normalised = normalised * in_top
                 retrieved += in_top.float()
             total += weight * normalised
-        return total * retrieved if self.method == "combmnz" else total
+        return self._keep_vetoes(total * retrieved if self.method == "combmnz" else total, vetoed)
 
     def _log_mixture(self, users: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
         terms = []
+        vetoed = torch.zeros_like(seen)
         for model, weight, tau in zip(self.models, self.weights, self.temperatures, strict=True):
             if weight > 0:
-                z = normalise_scores(model.score(users), "zscore", seen)
+                scores = model.score(users)
+                vetoed |= torch.isneginf(scores) & ~seen
+                z = normalise_scores(scores, "zscore", seen)  # -inf stays -inf: probability 0
                 terms.append(
                     torch.log_softmax((z / tau).masked_fill(seen, float("-inf")), dim=1) + math.log(weight)
                 )
         log_mixture = torch.logsumexp(torch.stack(terms), dim=0)
-        # Seen items get a finite floor so that downstream arithmetic stays finite.
-        return torch.nan_to_num(log_mixture, neginf=-1e9).masked_fill(seen, -1e9)
+        # A row in which a member scores every unseen item -inf is NaN here: the vetoes below cover
+        # all its unseen items, and seen items get a finite floor (downstream arithmetic stays finite).
+        return self._keep_vetoes(log_mixture, vetoed).masked_fill(seen, -1e9)
 
 
 class RankFusion(_Combiner):
@@ -196,6 +231,10 @@ class RankFusion(_Combiner):
             Σ w · (depth − rank + 1) over each model's top ``depth``.
         k: the RRF constant (60 in Cormack et al. 2009).
         depth: how far down each list counts (items below score 0 from that model).
+
+    Each model's ranks are those of :meth:`Recommender.ranks` (ties in its fixed random order).
+    An item a member of positive weight scores −inf scores −inf here too: it is recommended
+    only once no other item is left (see :meth:`_Combiner._keep_vetoes`).
     """
 
     def __init__(
@@ -216,12 +255,15 @@ class RankFusion(_Combiner):
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         total = torch.zeros(len(users), self.train_.n_items)
+        vetoed = torch.zeros(len(users), self.train_.n_items, dtype=torch.bool)
         for model, weight in self._active():
-            ranks = model.ranks(users).float()
+            scores = model.score(users)
+            vetoed |= torch.isneginf(scores) & ~self.seen_[users]
+            ranks = model._ranks(users, scores).float()
             inside = ranks <= self.depth
             points = 1.0 / (self.k + ranks) if self.method == "rrf" else self.depth - ranks + 1
             total += weight * points * inside
-        return total
+        return self._keep_vetoes(total, vetoed)
 
 
 class MatrixCombination(Recommender):
@@ -285,8 +327,8 @@ class MatrixCombination(Recommender):
             check_rows(self.item_vectors, "item_vectors", train.n_items)
             text = cosine_similarity(self.item_vectors).fill_diagonal_(0.0)
             if self.k is not None:
-                top = torch.topk(text, self.k, dim=1)
-                text = torch.zeros_like(text).scatter_(1, top.indices, top.values)
+                values, ids = top_k(text, self.k)  # equal similarities: the lower item index
+                text = torch.zeros_like(text).scatter_(1, ids, values)
             self.terms_["content"] = ("right", text.T)
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
@@ -308,6 +350,8 @@ class MMRReranker(Recommender):
     Each step picks the item maximising λ·relevance − (1 − λ)·max similarity to
     the items already picked; relevance is the base model's min-max-normalised
     score, similarity the cosine of item vectors. λ = 1 returns the base ranking.
+    Equal gains go to the item the base model ranks higher; items the base model
+    scores −inf are picked only once no other item is left, with relevance 0.
 
     Args:
         base: a fitted recommender.
@@ -356,10 +400,16 @@ class MMRReranker(Recommender):
         chosen = torch.zeros_like(relevance, dtype=torch.bool)
         closest = torch.full_like(relevance, float("-inf"))  # max similarity to the items picked so far
         picks = []
+        last = torch.isneginf(relevance)  # the base model's -inf: after every other item
+        relevance = relevance.masked_fill(last, 0.0)  # so that λ = 0 gives no 0 · -inf
         for _ in range(k):
             penalty = closest if picks else torch.zeros_like(closest)
             gain = self.lambda_ * relevance - (1 - self.lambda_) * penalty
-            pick = gain.masked_fill(chosen, float("-inf")).argmax(dim=1)
+            # The best gain among unchosen items of finite relevance (once none is left, among all
+            # unchosen ones); argmax returns the first of equal gains: the base model's order.
+            open_ = ~chosen & ~last
+            open_ = torch.where(open_.any(dim=1, keepdim=True), open_, ~chosen)
+            pick = gain.masked_fill(~open_, float("-inf")).argmax(dim=1)
             picks.append(pick)
             chosen[rows, pick] = True
             closest = torch.maximum(closest, similarity[rows, pick])
@@ -410,6 +460,7 @@ def tune_weights(
             raise ValueError(f"unknown metric {metric!r}; choose from {list(result.columns)}")
         rows.append({"weights": weights, **result.iloc[0].to_dict()})
     table = pd.DataFrame(rows)
+    # Equal metrics: idxmax keeps the first weight vector in simplex_grid's order.
     return table.loc[table[metric].idxmax(), "weights"], table
 
 

@@ -18,12 +18,27 @@ from recutils.split import Interactions
 
 
 def product_table(reviews: pd.DataFrame) -> pd.DataFrame:
-    """One row per product in item-index order: ``item``, ``clothing_id``, ``department``, ``class_name``."""
-    first = reviews.sort_values("item").groupby("item", sort=True).first()
-    table = first[["clothing_id", "department", "class_name"]].reset_index()
+    """One row per product in item-index order: ``item``, ``clothing_id``, ``department``, ``class_name``.
+
+    A product's department and class are the most common among its reviews (ties in
+    alphabetical order), "unknown" where no review gives one.
+    """
+    table = reviews.groupby("item", sort=True)[["clothing_id"]].first()
     for column in ("department", "class_name"):
-        table[column] = table[column].fillna("unknown").astype(str)
-    return table
+        table[column] = _most_common(reviews, column).reindex(table.index).fillna("unknown").astype(str)
+    return table.reset_index()
+
+
+def _most_common(reviews: pd.DataFrame, column: str) -> pd.Series:
+    """Per item, the most frequent non-missing value of ``column``, ties in alphabetical order.
+
+    Reviews of one product can disagree (one is "Jackets" in two reviews and "Outerwear" in
+    six); the first review's would depend on the row order (and after an unstable sort, on
+    the sort algorithm).
+    """
+    counts = reviews.groupby(["item", column]).size().rename("n").reset_index()
+    ranked = counts.sort_values(["item", "n", column], ascending=[True, False, True], kind="stable")
+    return ranked.drop_duplicates("item").set_index("item")[column]
 
 
 def product_texts(

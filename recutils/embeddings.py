@@ -67,10 +67,10 @@ def user_profile_text(
     """One profile text per user, from demographics and the titles they liked in train.
 
     "A 24-year-old man, technician. Liked: Toy Story, Star Wars, ..." with the
-    user's most recent liked titles first (at most ``max_titles``, so the text
-    fits the encoder's window). Only train interactions are read, so no test
-    item leaks into the profile. With ``demographics=False`` the text is just
-    "Liked: ...".
+    user's most recent liked titles first, films liked in the same second in item-index
+    order (at most ``max_titles``, so the text fits the encoder's window). Only train
+    interactions are read, so no test item leaks into the profile. With
+    ``demographics=False`` the text is just "Liked: ...".
 
     Returns: ``train.n_users`` strings in user-index order.
     """
@@ -79,7 +79,11 @@ def user_profile_text(
             f"tables ({len(users)} users, {len(items)} items) do not match the interactions "
             f"({train.n_users} users, {train.n_items} items)"
         )
-    liked = train.frame[train.frame["rating"] >= min_rating].sort_values("timestamp", ascending=False)
+    # MovieLens users often rate several films within one second: those are ordered by item
+    # index, so the text depends on the data alone, not on the row order or the sort algorithm.
+    liked = train.frame[train.frame["rating"] >= min_rating].sort_values(
+        ["user", "timestamp", "item"], ascending=[True, False, True], kind="stable"
+    )
     names = [readable_title(str(t)) for t in items["title"]]
     titles_by_user = liked.groupby("user")["item"].apply(lambda s: [names[i] for i in s[:max_titles]])
     texts = []

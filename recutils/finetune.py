@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from recutils.cache import atomic_path, cache_dir, warn_rebuild
+from recutils.cache import atomic_path, cache_dir, kernel_paths, warn_rebuild
 from recutils.checks import check_int, check_number
 from recutils.metrics import evaluate
 from recutils.recommender import Recommender
@@ -42,7 +42,7 @@ def layer_states(encoder: TextEncoder, texts: Sequence[str], batch_size: int = 6
     longest text in tokens; rows are padded with zeros.
     """
     texts = list(texts)
-    digest = hashlib.sha256(f"{encoder.fingerprint}|{encoder.max_length}|layer-input".encode())
+    digest = hashlib.sha256(f"{encoder.fingerprint}|{encoder.max_length}|layer-input|{kernel_paths()}".encode())
     for text in texts:
         digest.update(text.encode() + b"\x1f")
     path = cache_dir() / "layerstates" / f"{digest.hexdigest()[:32]}.safetensors"

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from recutils.similarity import top_k
 from recutils.text import pick_device
 
 IndexKind = Literal["exact", "flat", "hnsw", "ivf"]
@@ -205,23 +206,13 @@ def _product(queries: torch.Tensor, items: torch.Tensor, out: torch.Tensor) -> N
 
 
 def _top_with_ties(scores: torch.Tensor, k: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best columns of each row, ties at the k-th place broken by the lower column.
-
-    ``topk`` alone leaves the choice among tied scores unspecified; a row whose (k+1)-th
-    best equals its k-th is redone with a stable sort (rare with real vectors).
-    Returns: (rows, ≤k) scores and column indices + ``offset``.
-    """
+    """The k best columns of each row (:func:`recutils.similarity.top_k`: equal scores by the
+    lower column). Returns: (rows, ≤k) scores and column indices + ``offset``."""
     width = scores.shape[1]
     if width <= k:
         ids = torch.arange(offset, offset + width, device=scores.device).expand(len(scores), width)
         return scores.clone(), ids
-    top = torch.topk(scores, k + 1, dim=1)
-    values, ids = top.values[:, :k], top.indices[:, :k]
-    tied = torch.nonzero(top.values[:, k] == top.values[:, k - 1]).flatten()
-    if len(tied):
-        order = torch.sort(scores[tied], dim=1, descending=True, stable=True).indices[:, :k]
-        values, ids = values.clone(), ids.clone()
-        values[tied], ids[tied] = scores[tied].gather(1, order), order
+    values, ids = top_k(scores, k)
     return values, ids + offset
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from recutils.cache import atomic_path, cache_dir, file_digest, warn_rebuild
+from recutils.cache import atomic_path, cache_dir, file_digest, kernel_paths, warn_rebuild
 from recutils.checks import check_int
 from recutils.combine import normalise_scores
 from recutils.embeddings import readable_title
@@ -38,6 +38,7 @@ from recutils.metrics import hits_at_k, ndcg_at_k
 from recutils.perturb import restrict_test
 from recutils.recommender import Recommender
 from recutils.sequences import ordered_histories
+from recutils.similarity import top_k
 from recutils.split import Interactions, Split
 from recutils.text import ModelNotFoundError, _quiet_transformers, pick_device
 
@@ -291,7 +292,7 @@ class PairScorer:
 
     def _cache_path(self, history: Sequence[str], questions: Sequence[str], tokens: list[list[int]]) -> Path:
         key = hashlib.sha256("\x1e".join([
-            self.lm.digest, PROMPT_VERSION, self.history_text(history), "\x1f".join(questions), repr(tokens),
+            self.lm.digest, PROMPT_VERSION, kernel_paths(), self.history_text(history), "\x1f".join(questions), repr(tokens),
         ]).encode()).hexdigest()
         return cache_dir() / "lmscores" / key[:2] / f"{key}.pt"
 
@@ -348,12 +349,13 @@ class PairScorer:
         history = self.fit_history(history, [self.question(candidate)])
         ids = torch.tensor([self.lm.encode(self.prompt(history, candidate))], device=self.lm.device)
         probabilities = self.lm.model(ids).logits[0, -1].softmax(-1).cpu()
-        shown = dict.fromkeys([*probabilities.topk(top).indices.tolist(), self.yes, self.no])
+        shown = dict.fromkeys([*top_k(probabilities.unsqueeze(0), top)[1][0].tolist(), self.yes, self.no])
         table = pd.DataFrame({
             "token": [repr(self.lm.tokenizer.decode([i])) for i in shown],
             "probability": [float(probabilities[i]) for i in shown],
         }).set_index("token")
-        return table.sort_values("probability", ascending=False)
+        # Equal probabilities keep the listing's order (lower token id first), on every machine.
+        return table.sort_values("probability", ascending=False, kind="stable")
 
 
 class RandomPairScorer:
@@ -513,18 +515,31 @@ def sample_test_users(
     return restrict_test(split, chosen), len(eligible) / len(users)
 
 
+def _average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """(rows, n) float64 ranks from 0 within each row, equal values sharing their mean rank."""
+    values = x.double()
+    ordered = torch.sort(values, dim=1).values
+    first = torch.searchsorted(ordered, values, side="left")
+    last = torch.searchsorted(ordered, values, side="right") - 1
+    return (first + last).double() / 2
+
+
 def rank_agreement(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """Spearman correlation, per row, between two score matrices over the same candidates.
 
+    Tied values share their average rank (as in ``scipy.stats.spearmanr``): counts, such as
+    items' popularity, tie often, and ranking ties by position would make the result depend
+    on the order of the candidates.
+
     Args:
-        a, b: (n_users, n_candidates) scores (no ties expected: continuous model outputs).
-    Returns: (n_users,) float64 in [-1, 1].
+        a, b: (n_users, n_candidates) scores.
+    Returns: (n_users,) float64 in [-1, 1]; NaN for a row whose values are all equal (no order).
     """
     if a.shape != b.shape or a.dim() != 2 or a.shape[1] < 2:
         raise ValueError(
             f"need two (users, candidates ≥ 2) matrices of one shape, got {tuple(a.shape)} and {tuple(b.shape)}"
         )
-    ranks = [x.argsort(dim=1).argsort(dim=1).double() for x in (a, b)]
+    ranks = [_average_ranks(x) for x in (a, b)]
     centred = [r - r.mean(dim=1, keepdim=True) for r in ranks]
     return ((centred[0] * centred[1]).sum(1) / (centred[0].norm(dim=1) * centred[1].norm(dim=1))).numpy()
 

@@ -226,6 +226,7 @@ def tune(
             raise ValueError(f"unknown metric {metric!r}; choose from {list(result.columns)}")
         rows.append({**params, **result.iloc[0].to_dict()})
     table = pd.DataFrame(rows)
+    # Equal metrics: argmax keeps the first setting in the grid's order.
     best = settings[int(table[metric].to_numpy().argmax())]
     edges = edge_parameters(best, grid)
     if edges and not allow_edge:

@@ -84,8 +84,8 @@ class DatasetDescription:
         """Step 1: the interactions over contiguous user and item indices.
 
         Repeated (user, item) rows are dropped with a warning, keeping each pair's earliest
-        row; missing ids, times or ratings and fractional ratings raise a ValueError that
-        names the column.
+        row (the first listed when two share a time); missing ids, times or ratings and
+        fractional ratings raise a ValueError that names the column.
         """
         for column in [self.user, self.item, self.time, self.rating]:
             if column is not None and column not in self.interactions.columns:

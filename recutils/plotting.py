@@ -111,7 +111,8 @@ def plot_popularity_maps(panels: dict[str, torch.Tensor], counts: torch.Tensor) 
         centred = vectors.float() - vectors.float().mean(dim=0)
         _, _, components = torch.linalg.svd(centred, full_matrices=False)
         xy = (centred @ components[:2].T).numpy()
-        order = np.argsort(colour)  # popular films drawn last, on top
+        # Popular films drawn last, on top; films with equal counts in item order on every CPU.
+        order = np.argsort(colour, kind="stable")
         points = ax.scatter(*xy[order].T, c=colour[order], s=7, cmap="viridis")
         ax.set(title=name, xlabel="PC 1", ylabel="PC 2", xticks=[], yticks=[])
     fig.colorbar(points, ax=axes[0].tolist(), label="log(1 + train ratings)")

@@ -67,19 +67,41 @@ class Recommender(ABC):
 
         Args:
             users: user indices (an int, a sequence, an array or a tensor).
-        Returns: (n_users_given, n_items) float32 scores, higher is better.
+        Returns: (n_users_given, n_items) float32 scores, higher is better: finite, or −inf
+            for an item never to recommend while an item with a finite score is left.
+        Raises:
+            ValueError: a NaN or +inf score, naming how many and the first user and item.
         """
         users = self._check_users(users)
         scores = self._score(users).float()
         expected = (len(users), self.train_.n_items)
         if tuple(scores.shape) != expected:
             raise RuntimeError(f"{self.name}: scores have shape {tuple(scores.shape)}, expected {expected}")
-        if torch.isnan(scores).any():
-            bad = users[torch.isnan(scores).any(dim=1)][:5].tolist()
-            raise ValueError(
-                f"{self.name}: NaN scores for users {bad}; the model is broken (check its inputs)"
-            )
+        if not bool(torch.isfinite(scores).all()):
+            self._refuse_nan_and_positive_infinity(scores, users)
         return scores
+
+    def _refuse_nan_and_positive_infinity(self, scores: torch.Tensor, users: torch.Tensor) -> None:
+        """Raise on a NaN or +inf score; −inf passes (an item never to recommend while others are left).
+
+        A NaN has no place in a ranking (it is a bug, never silently ranked), and +inf would
+        turn into NaN the moment a fusion adds it to another model's −inf.
+        """
+        for bad, what, why in (
+            (torch.isnan(scores), "NaN", "a NaN score is a bug in the model or its inputs"),
+            (
+                torch.isposinf(scores),
+                "+inf",
+                "scores must be finite, or -inf for an item never to recommend while others are left "
+                "(an overflow? rescale the model's scores)",
+            ),
+        ):
+            if bad.any():
+                row, item = (int(i) for i in torch.nonzero(bad)[0])
+                raise ValueError(
+                    f"{self.name}: {what} scores for {int(bad.sum())} of {bad.numel()} (user, item) pairs, "
+                    f"the first user {int(users[row])}, item {item}; {why}"
+                )
 
     def recommend(
         self,
@@ -95,11 +117,15 @@ class Recommender(ABC):
             k: list length.
             exclude_seen: drop items the user interacted with in train.
             candidates: (n_items,) bool; only these items may be recommended.
-        Returns: (n_users_given, k) int64 item indices, best first.
+        Returns: (n_users_given, k) int64 item indices, best first. Never an item that
+            ``exclude_seen`` or ``candidates`` rules out, whatever its score; items the model
+            scores −inf only once no item with a finite score is left.
+        Raises:
+            ValueError: a NaN or +inf score (see :meth:`score`), or fewer than k items allowed.
         """
         users = self._check_users(users)
         allowed = self._allowed(users, k, exclude_seen, candidates)
-        return self._order(users, allowed)[:, :k]
+        return self._order(self.score(users), allowed)[:, :k]
 
     def _allowed(
         self, users: torch.Tensor, k: int, exclude_seen: bool, candidates: torch.Tensor | None
@@ -125,21 +151,37 @@ class Recommender(ABC):
     def ranks(self, users: UserIndices, exclude_seen: bool = True) -> torch.Tensor:
         """Each item's position in each user's ranking, ties broken as in :meth:`recommend`.
 
-        Returns: (n_users_given, n_items) int64 ranks, 1 = best; seen items (when
-        excluded) rank after every unseen item.
+        Returns: (n_users_given, n_items) int64 ranks, 1 = best; items scored −inf rank
+        after every item with a finite score, and seen items (when excluded) after every
+        unseen item, whatever their score.
         """
         users = self._check_users(users)
+        return self._ranks(users, self.score(users), exclude_seen)
+
+    def _ranks(self, users: torch.Tensor, scores: torch.Tensor, exclude_seen: bool = True) -> torch.Tensor:
+        """:meth:`ranks` from this model's ``score(users)``, for a caller that needs both (a fusion)."""
         allowed = ~self.seen_[users] if exclude_seen else torch.ones_like(self.seen_[users])
-        order = self._order(users, allowed)
+        order = self._order(scores, allowed)
         ranks = torch.empty_like(order)
         ranks.scatter_(1, order, torch.arange(1, order.shape[1] + 1).expand_as(order).contiguous())
         return ranks
 
-    def _order(self, users: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """(b, n_items) items best first; disallowed items last; ties by the fixed random order."""
-        scores = self.score(users)[:, self.tie_order_]
-        scores = scores.masked_fill(~allowed[:, self.tie_order_], float("-inf"))
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    def _order(self, scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """(b, n_items) items best first: allowed items by score, then the disallowed ones.
+
+        The key is total: allowed before disallowed; among allowed items a higher score first
+        (−inf last); equal scores, and all disallowed items, in the fixed random order.
+        """
+        # Columns in the fixed random order, so that stable sorts break every tie by it.
+        scores, allowed = scores[:, self.tie_order_], allowed[:, self.tie_order_]
+        order = torch.sort(
+            scores.masked_fill(~allowed, float("-inf")), dim=1, descending=True, stable=True
+        ).indices
+        # An allowed item scored -inf ties there with the disallowed ones: a second stable sort
+        # puts every allowed item first. Without such items the first sort has done so already.
+        if bool((torch.isneginf(scores) & allowed).any()):
+            disallowed = (~allowed).gather(1, order).to(torch.uint8)
+            order = order.gather(1, torch.sort(disallowed, dim=1, stable=True).indices)
         return self.tie_order_[order]
 
     def _check_users(self, users: UserIndices) -> torch.Tensor:
@@ -176,6 +218,7 @@ class VectorRecommender(Recommender):
     "flat") to the model, or call :meth:`use_index`. The default, "exact", scores every
     item. An approximate index may miss a few of the true top k (see
     :func:`recutils.index.recall_at_k`); ties are not broken by the fixed random order.
+    Either way a NaN or infinite vector raises, and no ruled-out item is ever returned.
     """
 
     index: str = "exact"
@@ -212,8 +255,11 @@ class VectorRecommender(Recommender):
         users = self._check_users(users)
         allowed = self._allowed(users, k, exclude_seen, candidates)
         if self._vector_index is None:
-            self._vector_index = build_index(self.item_embeddings(), self.index, **self.index_params)
+            items = self.item_embeddings()
+            self._refuse_non_finite(items, "item vector", torch.arange(len(items)), "item")
+            self._vector_index = build_index(items, self.index, **self.index_params)
         queries = self.user_embeddings(users)
+        self._refuse_non_finite(queries, "user vector", users, "user")
         n_items = self.train_.n_items
         # Ask for enough neighbours that k remain after dropping disallowed items; ask for
         # more when an approximate index returned too few allowed ones.
@@ -230,8 +276,18 @@ class VectorRecommender(Recommender):
         if short.any():
             # Even the whole index did not reach k allowed items (an IVF probing too few
             # clusters): those users are scored exactly.
-            top[short] = self._order(users[short], allowed[short])[:, :k]
+            top[short] = self._order(self.score(users[short]), allowed[short])[:, :k]
         return top
+
+    def _refuse_non_finite(self, vectors: torch.Tensor, what: str, owners: torch.Tensor, owner: str) -> None:
+        """The index path's check in place of :meth:`score`'s: its inner products would be NaN or ±inf."""
+        bad = ~torch.isfinite(vectors)
+        if bad.any():
+            rows = bad.any(dim=1)
+            raise ValueError(
+                f"{self.name}: NaN or infinite values in {int(rows.sum())} of {len(vectors)} {what}s, "
+                f"the first for {owner} {int(owners[rows][0])}; a model's vectors must be finite"
+            )
 
 
 def require_fitted_on(model: Recommender, train: Interactions) -> None:

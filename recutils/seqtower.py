@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from recutils.cache import atomic_path, cache_dir, warn_rebuild
+from recutils.cache import atomic_path, cache_dir, kernel_paths, warn_rebuild
 from recutils.checks import check_int, check_number
 from recutils.metrics import evaluate
 from recutils.recommender import Recommender, VectorRecommender
@@ -390,7 +390,7 @@ class SequenceTower(VectorRecommender):
     # --- persistence -----------------------------------------------------------------------
 
     def _cache_key(self, train: Interactions) -> str:
-        digest = hashlib.sha256(MODEL_VERSION.encode())
+        digest = hashlib.sha256(f"{MODEL_VERSION}|{kernel_paths()}".encode())
         digest.update(json.dumps(asdict(self.config), sort_keys=True).encode())
         digest.update(train.fingerprint().encode())
         digest.update(self.item_vectors.numpy().tobytes())

@@ -43,6 +43,27 @@ def cosine_similarity(a: torch.Tensor, b: torch.Tensor | None = None, chunk_size
     return out.clamp_(-1.0, 1.0)
 
 
+def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest entries of each row, best first, equal values in increasing column order.
+
+    ``torch.topk`` leaves the order of equal values unspecified, and similarities tie often
+    (co-rating cosines of items with the same counts; duplicated titles): which neighbour
+    makes the list must not depend on the torch build. A row with a tie among its k + 1
+    best entries is sorted stably in full.
+
+    Args:
+        scores: (rows, n) values; k: 1..n.
+    Returns: (rows, k) values and (rows, k) int64 column indices.
+    """
+    top = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)
+    values, indices = top.values[:, :k].clone(), top.indices[:, :k].clone()
+    tied = torch.nonzero((top.values[:, 1:] == top.values[:, :-1]).any(dim=1)).flatten()
+    if len(tied):
+        order = torch.sort(scores[tied], dim=1, descending=True, stable=True).indices[:, :k]
+        values[tied], indices[tied] = scores[tied].gather(1, order), order
+    return values, indices
+
+
 def top_k_neighbours(
     a: torch.Tensor,
     k: int,
@@ -56,7 +77,8 @@ def top_k_neighbours(
 
     Args:
         exclude_self: when ``b`` is ``a``, a row is not its own neighbour.
-    Returns: (n_a, k) float32 similarities, best first, and (n_a, k) int64 indices into ``b``.
+    Returns: (n_a, k) float32 similarities, best first (equal ones by lower index, see
+    :func:`top_k`), and (n_a, k) int64 indices into ``b``.
     """
     same = b is None
     a = _unit_rows(a, "a")
@@ -71,8 +93,7 @@ def top_k_neighbours(
         if same and exclude_self:
             rows = torch.arange(len(sims))
             sims[rows, rows + start] = float("-inf")
-        top = torch.topk(sims, k, dim=1)
-        values[start : start + chunk_size], indices[start : start + chunk_size] = top.values, top.indices
+        values[start : start + chunk_size], indices[start : start + chunk_size] = top_k(sims, k)
     return values, indices
 
 
@@ -87,7 +108,8 @@ def association_matrix(
     S[i, j] = |U_i ∩ U_j| / (sqrt(|U_i| |U_j|) + shrinkage), the cosine between two
     items' columns of the binary interaction matrix, damped by ``shrinkage`` so
     that pairs with little support count less. The diagonal is 0 (an item is not
-    its own neighbour). With ``k``, each row keeps only its k largest entries.
+    its own neighbour). With ``k``, each row keeps only its k largest entries, a tie at the
+    k-th place going to the lower index (:func:`top_k`).
 
     Args:
         axis: "item" for item–item (n_items × n_items), "user" for user–user.
@@ -107,6 +129,6 @@ def association_matrix(
     if k is not None:
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k < len(sims):
             raise ValueError(f"k must lie in 1..{len(sims) - 1}, got {k!r}")
-        top = torch.topk(sims, k, dim=1)
-        sims = torch.zeros_like(sims).scatter_(1, top.indices, top.values)
+        kept, columns = top_k(sims, k)
+        sims = torch.zeros_like(sims).scatter_(1, columns, kept)
     return sims

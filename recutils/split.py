@@ -157,9 +157,11 @@ def temporal_split(
     Args:
         test_share: one interaction in ``test_share`` (rounded up per user) is test; >= 2.
         tie_break: how interactions within the same second are ordered. "random"
-            (the default) uses a fixed random order (``seed``); "item" orders them by
-            item index, which in MovieLens favours popular films (low ids), so the
-            films that become test depend on the catalogue's numbering.
+            (the default) uses a fixed random order (``seed``) drawn over the rows as
+            given, so the split also depends on the row order (the loaders keep the
+            files'; no sort is involved, so it is the same on every machine). "item"
+            orders them by item index, which in MovieLens favours popular films (low
+            ids), so the films that become test depend on the catalogue's numbering.
     """
     if isinstance(test_share, bool) or not isinstance(test_share, (int, np.integer)) or test_share < 2:
         raise ValueError(f"test_share must be an integer >= 2 (one in test_share is test), got {test_share!r}")
@@ -169,6 +171,7 @@ def temporal_split(
         raise ValueError("cannot split an empty set of interactions")
     frame = interactions.frame
     if tie_break == "random":
+        # One draw per row, so (user, timestamp, _order) is a total order.
         frame = frame.assign(_order=np.random.default_rng(seed).permutation(len(frame)))
         frame = frame.sort_values(["user", "timestamp", "_order"], kind="stable").drop(columns="_order")
     else:

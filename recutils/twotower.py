@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from recutils.cache import atomic_path, cache_dir, cache_lock, warn_rebuild
+from recutils.cache import atomic_path, cache_dir, cache_lock, kernel_paths, warn_rebuild
 from recutils.checks import check_int, check_number
 from recutils.metrics import evaluate
 from recutils.index import IndexKind
@@ -710,7 +710,7 @@ class TwoTower(VectorRecommender):
         self._histories = Histories(train, self.device)
 
     def _cache_key(self, train: Interactions) -> str:
-        digest = hashlib.sha256(MODEL_VERSION.encode())
+        digest = hashlib.sha256(f"{MODEL_VERSION}|{kernel_paths()}".encode())
         digest.update(json.dumps(_key_fields(self.config), sort_keys=True).encode())
         digest.update(train.fingerprint().encode())
         digest.update(self.item_vectors.numpy().tobytes())

@@ -78,6 +78,20 @@ def test_two_tower_key_changes_with_config_and_validation(tiny):
     assert key != TwoTower(vectors + 1e-3, validation=validation, **SMALL)._cache_key(split.train)
 
 
+def test_models_and_embeddings_computed_on_other_kernels_are_cached_apart(tiny, monkeypatch):
+    """A model trained on AVX-512 kernels differs in its last bits from one trained on AVX2
+    kernels; a run on one must never read the other's entry."""
+    split, validation, vectors = tiny
+    encoder = TextEncoder()
+    keys = {}
+    for level in ("AVX2", "AVX512"):
+        monkeypatch.setattr("recutils.twotower.kernel_paths", lambda level=level: level)
+        monkeypatch.setattr("recutils.text.kernel_paths", lambda level=level: level)
+        keys[level] = (TwoTower(vectors, validation=validation, **SMALL)._cache_key(split.train),
+                       encoder._cache_key(TEXTS))
+    assert keys["AVX2"][0] != keys["AVX512"][0] and keys["AVX2"][1] != keys["AVX512"][1]
+
+
 def test_a_two_tower_setting_change_trains_a_new_model(tiny, empty_cache):
     split, validation, vectors = tiny
     TwoTower(vectors, validation=validation, **SMALL).fit(split.train)

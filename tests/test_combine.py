@@ -548,3 +548,85 @@ def test_restricted_equals_a_fresh_combination_over_those_members(tuned):
     assert subset.on_split[1][1] is result.on_split[1][2]  # the same fitted models
     with pytest.raises(ValueError, match="choose member names"):
         result.restricted(["nobody"], val)
+
+
+INF = float("inf")
+
+
+def test_normalisations_with_infinite_entries_by_hand():
+    scores = torch.tensor([[-INF, 1.0, 3.0, INF, 2.0], [-INF, 5.0, 5.0, -INF, 5.0], [-INF] * 5])
+    minmax = normalise_scores(scores, "minmax")
+    assert minmax[0].tolist() == [-INF, 0.0, 1.0, INF, 0.5]
+    assert minmax[1].tolist() == [-INF, 0.0, 0.0, -INF, 0.0]  # a constant row keeps its 0
+    assert minmax[2].tolist() == [-INF] * 5
+    z = normalise_scores(scores, "zscore")
+    assert z[0, [1, 2, 4]].tolist() == pytest.approx([-1.2247449, 1.2247449, 0.0])
+    assert z[0, [0, 3]].tolist() == [-INF, INF] and z[1, [1, 2, 4]].tolist() == [0.0] * 3
+    rank = normalise_scores(scores, "rank")  # n = 3 finite entries
+    assert rank[0].tolist() == [-INF, pytest.approx(1 / 3), 1.0, INF, pytest.approx(2 / 3)]
+    assert rank[1].tolist() == [-INF, 1.0, 1.0, -INF, 1.0]
+    soft = normalise_scores(scores, "softmax")
+    assert soft[0].tolist() == [0.0, 0.0, 0.0, 1.0, 0.0]  # +inf takes all the probability
+    assert soft[1].tolist() == [0.0, pytest.approx(1 / 3), pytest.approx(1 / 3), 0.0, pytest.approx(1 / 3)]
+    assert soft[2].tolist() == [0.0] * 5  # nothing above -inf: no distribution
+    mask = torch.tensor([[False, False, True, False, False]] + [[False] * 5] * 2)
+    assert normalise_scores(scores, "minmax", mask)[0].tolist() == [-INF, 0.0, 0.0, INF, 1.0]
+    with pytest.raises(ValueError, match=r"2 NaN entries \(the first in row 1, column 0\)"):
+        normalise_scores(torch.tensor([[1.0, 2.0], [float("nan"), float("nan")]]))
+
+
+def test_a_members_minus_inf_is_kept_by_every_fusion():
+    # User 0 has seen item 0; A rules item 3 out, B likes item 3 best of all.
+    a = _model([[0.0, 0.9, 0.5, -INF, 0.7], [0.0, 0.2, 0.8, 0.6, 0.4]])
+    b = _model(SCORES_B)
+    combinations = [
+        ScoreFusion([a, b]),
+        ScoreFusion([a, b], method="combmnz", depth=4),
+        ScoreFusion([a, b], method="mixture", temperature=0.1),
+        RankFusion([a, b]),
+        RankFusion([a, b], method="borda", depth=4),
+    ]
+    for fused in combinations:
+        fused.fit(a.train_)
+        scores = fused.score([0, 1])
+        assert scores[0, 3] == -INF and torch.isfinite(scores[0, 1:3]).all() and scores[0, 4] > -INF
+        assert torch.isfinite(scores[1, 1:]).all()  # user 1: no veto
+        assert fused.recommend([0], k=4)[0, 3] == 3  # item 3 only once nothing else is left
+        assert 3 not in fused.recommend([0], k=3)[0].tolist()
+    # Without A's veto, B's favourite would make the combined top 3.
+    assert 3 in ScoreFusion([_model(SCORES_A), b]).fit(a.train_).recommend([0], k=3)[0].tolist()
+    # The mixture of the others is unchanged: A gives item 3 probability 0, B its own.
+    mixture = ScoreFusion([a, b], [0.25, 0.75], method="mixture", temperature=0.5).fit(a.train_).score([0])
+    seen = a.seen_[[0]]
+    expected = 0.25 * normalise_scores(normalise_scores(a.score([0]), "zscore", seen) / 0.5, "softmax", seen)
+    expected += 0.75 * normalise_scores(normalise_scores(b.score([0]), "zscore", seen) / 0.5, "softmax", seen)
+    assert torch.allclose(torch.exp(mixture[0, [1, 2, 4]]), expected[0, [1, 2, 4]], atol=1e-6)
+
+
+def test_mmr_picks_items_the_base_scores_minus_inf_last_and_never_twice(synthetic):
+    split = temporal_split(synthetic.interactions)
+    base_scores = EASE(l2=10.0).fit(split.train).score(torch.arange(split.train.n_users))
+    ruled_out = torch.zeros_like(base_scores, dtype=torch.bool)
+    ruled_out[:, ::3] = True  # every third item is not a candidate
+    base = Fixed(base_scores.masked_fill(ruled_out, -INF)).fit(split.train)
+    clusters = torch.nn.functional.one_hot(torch.tensor(synthetic.items["cluster"].to_numpy()), 3).float()
+    users = torch.arange(10)
+    n_unseen = int((~base.seen_[users]).sum(dim=1).min())
+    n_open = int((~base.seen_[users] & ~ruled_out[users]).sum(dim=1).max())
+    for lambda_ in (0.0, 0.5, 1.0):
+        mmr = MMRReranker(base, clusters, lambda_=lambda_, pool=n_unseen).fit(split.train)
+        top = mmr.recommend(users, k=n_unseen)
+        for user, row in enumerate(top.tolist()):
+            assert len(set(row)) == n_unseen
+            open_items = int((~base.seen_[user] & ~ruled_out[user]).sum())
+            assert not ruled_out[user, row[:open_items]].any() and ruled_out[user, row[open_items:]].all()
+    assert n_open < n_unseen
+
+
+def test_the_content_term_keeps_the_lower_index_among_tied_neighbours():
+    # Item 0's similarity to items 1..4 is the same; with k = 2 it keeps items 1 and 2
+    # (torch.topk alone keeps items 1 and 4 here).
+    vectors = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.2, 1.0]])
+    matrix = MatrixCombination({"content": 1.0}, item_vectors=vectors, k=2).fit(_train(2, 6))
+    kept = matrix.terms_["content"][1].T[0]
+    assert torch.nonzero(kept).flatten().tolist() == [1, 2]

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import spearmanr
 
 from recutils.baselines import Popularity
 from recutils.lmrerank import (
@@ -246,6 +247,17 @@ def test_rank_agreement_is_spearman():
     assert np.allclose(rank_agreement(a, b), [1.0, -1.0, 0.8])
     with pytest.raises(ValueError, match="one shape"):
         rank_agreement(a, b[:2])
+
+
+def test_rank_agreement_gives_tied_values_their_average_rank():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(5, 40, generator=generator)
+    counts = torch.randint(0, 4, (5, 40), generator=generator).float()  # popularity: many ties
+    expected = [spearmanr(s, c).statistic for s, c in zip(scores.numpy(), counts.numpy(), strict=True)]
+    assert np.allclose(rank_agreement(scores, counts), expected)
+    # So the candidates' order does not matter.
+    shuffle = torch.randperm(40, generator=generator)
+    assert np.allclose(rank_agreement(scores[:, shuffle], counts[:, shuffle]), expected)
 
 
 def test_position_probe_moves_the_test_item_through_every_letter():

@@ -199,3 +199,165 @@ def test_rank_normalisation_gives_tied_scores_the_same_value(scores):
         assert float(row.max()) == 1.0
         order = torch.argsort(values, descending=True)
         assert (row[order][:-1] >= row[order][1:]).all()
+
+
+# --- Non-finite scores (issue 28) ----------------------------------------------------------------
+
+MINUS_INF = float("-inf")
+
+
+def _order_before_issue_28(model, scores, allowed):
+    """The order recommend and ranks used before non-finite scores were defined: disallowed
+    items masked with -inf, one stable sort over the columns in the fixed random order."""
+    permuted = scores[:, model.tie_order_].masked_fill(~allowed[:, model.tie_order_], MINUS_INF)
+    return model.tie_order_[torch.sort(permuted, dim=1, descending=True, stable=True).indices]
+
+
+@QUICK
+@given(tied_scores, st.data())
+def test_finite_scores_are_ordered_exactly_as_before(scores, data):
+    # The stored notebook outputs depend on this order, disallowed items included (ranks, fusion).
+    n_users = len(scores)
+    model = Fixed(scores).fit(_train(n_users))
+    users = torch.arange(n_users)
+    allowed = torch.tensor(data.draw(st.lists(st.lists(st.booleans(), min_size=N_ITEMS, max_size=N_ITEMS),
+                                              min_size=n_users, max_size=n_users)))
+    before = _order_before_issue_28(model, scores, allowed)
+    assert torch.equal(model._order(scores, allowed), before)
+    for exclude_seen in (True, False):
+        unseen = ~model.seen_[users] if exclude_seen else torch.ones_like(allowed)
+        order = _order_before_issue_28(model, scores, unseen)
+        assert torch.equal(torch.argsort(model.ranks(users, exclude_seen), dim=1), order)
+    candidates = allowed[0]
+    n_allowed = int((candidates & ~model.seen_[users]).sum(dim=1).min())
+    if n_allowed:
+        expected = _order_before_issue_28(model, scores, candidates & ~model.seen_[users])[:, :n_allowed]
+        assert torch.equal(model.recommend(users, n_allowed, candidates=candidates), expected)
+
+
+@st.composite
+def minus_inf_case(draw):
+    """Users with several seen items and a model that scores many items -inf (seen or not)."""
+    n_users = draw(st.integers(1, 4))
+    items = st.sets(st.integers(0, N_ITEMS - 1), min_size=1, max_size=N_ITEMS - 1)
+    seen = [draw(items) for _ in range(n_users)]
+    values = st.sampled_from([MINUS_INF, MINUS_INF, 0.0, 1.0, -1.0, 5.0])
+    scores = torch.tensor(draw(st.lists(st.lists(values, min_size=N_ITEMS, max_size=N_ITEMS),
+                                        min_size=n_users, max_size=n_users)))
+    rows = [(u, i, 1, 0) for u, seen_items in enumerate(seen) for i in sorted(seen_items)]
+    frame = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
+    train = Interactions(frame, n_users, N_ITEMS)
+    candidates = draw(st.none() | st.lists(st.booleans(), min_size=N_ITEMS, max_size=N_ITEMS))
+    candidates = None if candidates is None else torch.tensor(candidates)
+    return scores, train, candidates
+
+
+@QUICK
+@given(minus_inf_case(), st.integers(1, N_ITEMS))
+def test_a_model_scoring_items_minus_inf_never_has_a_seen_item_recommended(case, k):
+    scores, train, candidates = case
+    model = Fixed(scores).fit(train)
+    users = torch.arange(len(scores))
+    allowed = ~model.seen_[users] if candidates is None else ~model.seen_[users] & candidates
+    k = min(k, int(allowed.sum(dim=1).min()))
+    if k == 0:
+        return
+    position = {int(item): p for p, item in enumerate(model.tie_order_)}
+    lists = model.recommend(users, k, candidates=candidates)
+    for user, row in enumerate(lists.tolist()):
+        assert len(set(row)) == k and allowed[user, row].all()  # never a seen or non-candidate item
+        values = scores[user, row]
+        assert (values[:-1] >= values[1:]).all()  # best first, -inf after every finite score
+        n_finite = int((allowed[user] & torch.isfinite(scores[user])).sum())
+        assert int(torch.isfinite(values).sum()) == min(k, n_finite)
+        for a, b in zip(row, row[1:]):
+            if scores[user, a] == scores[user, b]:
+                assert position[a] < position[b]  # ties, -inf ones too, in the fixed random order
+    ranks = model.ranks(users)
+    unseen = ~model.seen_[users]
+    for user in range(len(users)):
+        if unseen[user].any():
+            worst_unseen = int(ranks[user, unseen[user]].max())
+            assert worst_unseen == int(unseen[user].sum())
+            assert (ranks[user, ~unseen[user]] > worst_unseen).all()
+
+
+FUSIONS = {
+    "combsum minmax": (ScoreFusion, {}),
+    "combsum zscore": (ScoreFusion, {"normalisation": "zscore"}),
+    "combsum rank": (ScoreFusion, {"normalisation": "rank"}),
+    "combsum softmax": (ScoreFusion, {"normalisation": "softmax"}),
+    "combmnz": (ScoreFusion, {"method": "combmnz", "depth": 4}),
+    "mixture": (ScoreFusion, {"method": "mixture", "temperature": 0.5}),
+    "rrf": (RankFusion, {}),
+    "borda": (RankFusion, {"method": "borda", "depth": 4}),
+}
+
+
+@QUICK
+@given(minus_inf_case(), st.data(), st.sampled_from(sorted(FUSIONS)))
+def test_a_members_minus_inf_holds_through_every_fusion(case, data, fusion):
+    first, train, _ = case
+    n_users = len(first)
+    values = st.sampled_from([MINUS_INF, 0.0, 0.5, 1.0, 2.0])
+    second = torch.tensor(data.draw(st.lists(st.lists(values, min_size=N_ITEMS, max_size=N_ITEMS),
+                                             min_size=n_users, max_size=n_users)))
+    a, b = Fixed(first, "a").fit(train), Fixed(second, "b").fit(train)
+    combine, settings = FUSIONS[fusion]
+    fused = combine([a, b], **settings).fit(train)
+    users = torch.arange(n_users)
+    got = fused.score(users)  # score() itself refuses NaN
+    unseen = ~fused.seen_[users]
+    vetoed = unseen & (torch.isneginf(first) | torch.isneginf(second))
+    assert torch.isneginf(got[vetoed]).all() and torch.isfinite(got[unseen & ~vetoed]).all()
+    k = int(unseen.sum(dim=1).min())
+    for user, row in enumerate(fused.recommend(users, k).tolist()):
+        n_open = int((unseen[user] & ~vetoed[user]).sum())
+        assert not vetoed[user, row[:n_open]].any()  # a vetoed item only once no other is left
+    # A zero weight drops the model, its vetoes with it.
+    alone = combine([a], **settings).fit(train).score(users)
+    assert torch.equal(combine([a, b], [1.0, 0.0], **settings).fit(train).score(users), alone)
+
+
+@QUICK
+@given(minus_inf_case(), st.sampled_from(sorted(FUSIONS)))
+def test_fusing_one_model_with_minus_inf_scores_gives_its_ranking(case, fusion):
+    scores, train, _ = case
+    model = Fixed(scores).fit(train)
+    users = torch.arange(len(scores))
+    k = int((~model.seen_[users]).sum(dim=1).min())
+    combine, settings = FUSIONS[fusion]
+    fused = combine([model], **(settings | {"depth": N_ITEMS})).fit(train)  # every rank counts
+    got, expected = fused.recommend(users, k), model.recommend(users, k)
+    if fusion in ("mixture", "combsum softmax"):
+        # exp can round distinct scores to the same float: compare the scores, not the items.
+        assert torch.equal(torch.gather(scores, 1, got), torch.gather(scores, 1, expected))
+    else:
+        assert torch.equal(got, expected)
+
+
+finite_or_infinite = st.one_of(st.floats(-100, 100), st.sampled_from([float("inf"), MINUS_INF]))
+
+
+@QUICK
+@given(st.lists(st.lists(finite_or_infinite, min_size=1, max_size=8), min_size=1, max_size=4)
+       .filter(lambda rows: len({len(r) for r in rows}) == 1),
+       st.sampled_from(["minmax", "zscore", "rank"]))
+def test_normalising_ignores_infinite_entries_and_keeps_them(rows, method):
+    scores = torch.tensor(rows)
+    finite = torch.isfinite(scores)
+    out = normalise_scores(scores, method)
+    assert torch.equal(out[~finite], scores[~finite])  # ±inf come out unchanged
+    # The finite entries are normalised as if the infinite ones were masked.
+    assert torch.equal(out[finite], normalise_scores(scores, method, mask=~finite)[finite])
+    soft = normalise_scores(scores, "softmax")
+    top = torch.isposinf(scores)
+    for row in range(len(scores)):
+        if top[row].any():  # +inf entries share probability 1
+            assert torch.equal(soft[row], top[row].float() / top[row].sum())
+        elif finite[row].any():  # -inf entries get probability 0
+            alone = normalise_scores(scores[row : row + 1], "softmax", mask=~finite[row : row + 1])
+            assert torch.equal(soft[row], alone[0])
+            assert float(soft[row].sum()) == pytest.approx(1.0, abs=1e-5)
+        else:  # nothing above -inf: no distribution
+            assert torch.equal(soft[row], torch.zeros_like(soft[row]))

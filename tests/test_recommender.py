@@ -177,3 +177,94 @@ def test_ranks_agree_with_recommend():
         assert ranks[row, top[row]].tolist() == [1, 2, 3, 4]
     assert sorted(ranks[0].tolist()) == list(range(1, 7))
     assert ranks[0, 0] > 4 and ranks[0, 1] > 4  # seen items come last
+
+
+
+class Given(Recommender):
+    """Scores given up front, one row per user (issue 28: non-finite scores)."""
+
+    needs_history = False
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def _fit(self, train):
+        pass
+
+    def _score(self, users):
+        return self.scores[users]
+
+
+def test_nan_and_plus_inf_scores_raise_naming_the_model_the_count_and_the_first_entry():
+    scores = torch.zeros(4, 6)
+    scores[2, 4] = scores[3, 1] = float("nan")
+    model = Given(scores).fit(_tiny())
+    message = r"Given: NaN scores for 2 of 18 \(user, item\) pairs, the first user 2, item 4; a NaN score is"
+    for call in (lambda: model.score([0, 2, 3]), lambda: model.recommend([0, 2, 3], k=1)):
+        with pytest.raises(ValueError, match=message):
+            call()
+    with pytest.raises(ValueError, match=r"NaN scores for 1 of 6 \(user, item\) pairs, the first user 3,"):
+        model.ranks([3])
+    assert torch.equal(model.score([0, 1]), torch.zeros(2, 6))  # the other users are fine
+    plus = torch.zeros(4, 6)
+    plus[1, 5] = plus[1, 2] = float("inf")
+    plus_message = r"Given: \+inf scores for 2 of 12 \(user, item\) pairs, the first user 1, item 2; scores"
+    with pytest.raises(ValueError, match=plus_message):
+        Given(plus).fit(_tiny()).recommend([0, 1], k=2)
+    minus = torch.zeros(4, 6)
+    minus[1, 5] = float("-inf")
+    assert Given(minus).fit(_tiny()).score([1])[0, 5] == float("-inf")  # -inf is a score
+
+
+def test_an_unseen_item_scored_minus_inf_ranks_after_finite_ones_and_before_every_seen_item():
+    # User 0 has seen items 0 and 1; the fixed tie order of 6 items is 0, 2, 3, 1, 4, 5, so
+    # masking seen items with -inf alone would put seen item 0 before the unseen items 2 and 4.
+    scores = torch.zeros(4, 6)
+    scores[0] = torch.tensor([float("-inf"), 9.0, float("-inf"), 1.0, float("-inf"), 2.0])
+    model = Given(scores).fit(_tiny())
+    assert model.tie_order_.tolist() == [0, 2, 3, 1, 4, 5]
+    assert model.recommend([0], k=4)[0].tolist() == [5, 3, 2, 4]
+    assert model.ranks([0])[0].tolist() == [5, 6, 3, 2, 4, 1]
+    # Without excluding seen items, -inf items are last and item 1 (score 9) first.
+    assert model.recommend([0], k=6, exclude_seen=False)[0].tolist() == [1, 5, 3, 0, 2, 4]
+    candidates = torch.tensor([True, True, True, False, True, False])
+    assert model.recommend([0], k=2, candidates=candidates)[0].tolist() == [2, 4]
+
+
+def test_the_index_path_refuses_non_finite_vectors_naming_the_model():
+    from recutils.recommender import VectorRecommender
+
+    class Tower(VectorRecommender):
+        needs_history = False
+
+        def __init__(self, users, items):
+            self.users, self.items = users, items
+
+        def _fit(self, train):
+            pass
+
+        def user_embeddings(self, users):
+            return self.users[users]
+
+        def item_embeddings(self):
+            return self.items
+
+        def _score(self, users):
+            return self.user_embeddings(users) @ self.item_embeddings().T
+
+    generator = torch.Generator().manual_seed(0)
+    users, items = torch.randn(4, 3, generator=generator), torch.randn(6, 3, generator=generator)
+    bad_items = items.clone()
+    bad_items[4, 1] = float("nan")
+    bad_vectors = r"Tower: NaN or infinite values in 1 of {} {} vectors, the first for {}"
+    with pytest.raises(ValueError, match=bad_vectors.format(6, "item", "item 4")):
+        Tower(users, bad_items).use_index("flat").fit(_tiny()).recommend([0], k=2)
+    # The exact path: score's own check.
+    with pytest.raises(ValueError, match=r"Tower: NaN scores for 2 of 12 \(user, item\) pairs"):
+        Tower(users, bad_items).fit(_tiny()).recommend([0, 1], k=2)
+    bad_users = users.clone()
+    bad_users[2, 0] = float("inf")
+    with pytest.raises(ValueError, match=bad_vectors.format(2, "user", "user 2")):
+        Tower(bad_users, items).use_index("flat").fit(_tiny()).recommend([0, 2], k=2)
+    top = Tower(users, items).use_index("flat").fit(_tiny()).recommend([0, 2], k=3)
+    assert torch.equal(top, Tower(users, items).fit(_tiny()).recommend([0, 2], k=3))

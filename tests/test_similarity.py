@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recutils.similarity import association_matrix, cosine_similarity, top_k_neighbours
+from recutils.similarity import association_matrix, cosine_similarity, top_k, top_k_neighbours
 from recutils.split import Interactions
 
 
@@ -78,3 +78,26 @@ def test_association_matrix_by_hand():
         association_matrix(_interactions(), "film")
     with pytest.raises(ValueError, match="k must lie"):
         association_matrix(_interactions(), k=3)
+
+
+def test_top_k_breaks_ties_by_lower_column():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.tensor([0.0, 0.5, 1.0])[torch.randint(0, 3, (30, 200), generator=generator)]
+    for k in (1, 5, 60, 200):
+        values, indices = top_k(scores, k)
+        expected = torch.sort(scores, dim=1, descending=True, stable=True)
+        assert torch.equal(indices, expected.indices[:, :k]) and torch.equal(values, expected.values[:, :k])
+    untied = torch.randn(4, 50, generator=generator)
+    assert torch.equal(top_k(untied, 7)[1], torch.topk(untied, 7).indices)
+
+
+def test_neighbour_lists_keep_the_lower_index_among_equals():
+    # Items 0..38 are rated by user 0 alone, so items 1..38 are equally similar to item 0.
+    rows = [(0, i, 5, 0) for i in range(40)] + [(1, 39, 5, 0)]
+    interactions = Interactions(pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"]), 2, 40)
+    kept = association_matrix(interactions, "item", k=3)[0]
+    assert torch.nonzero(kept).flatten().tolist() == [1, 2, 3]
+    # Thirty copies of one vector (as duplicated titles give), each as close to row 0 as row 31 is.
+    vectors = torch.tensor([[1.0, 1.0]] + [[1.0, 0.0]] * 30 + [[0.0, 1.0]])
+    _, neighbours = top_k_neighbours(vectors, k=4)
+    assert neighbours[0].tolist() == [1, 2, 3, 4] and neighbours[5].tolist() == [1, 2, 3, 4]

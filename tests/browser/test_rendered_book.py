@@ -2,9 +2,10 @@
 
 Runs after `make html` (`make test` orders it so). With no network, every page must load
 with no failed or remote requests, show rendered maths, load its figures and render its
-explorers, and no output may show a Python warning, traceback or progress bar; the
-navigation must reach every chapter. A screenshot of each page is saved under
-`_build/screenshots`. test_explorers.py moves the explorers' controls.
+explorers, and no output may show a Python warning, traceback or progress bar; its Chinese
+must render in the font the book serves; the navigation must reach every chapter. A
+screenshot of each page is saved under `_build/screenshots`. test_explorers.py moves the
+explorers' controls.
 
 Without Chromium the tests are skipped with a message saying so; CI sets
 `RECUTILS_REQUIRE_BROWSER=1`, which turns that skip into a failure.
@@ -12,6 +13,9 @@ Without Chromium the tests are skipped with a message saying so; CI sets
 
 from __future__ import annotations
 
+import base64
+import functools
+import io
 import os
 import re
 import shutil
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fontTools.ttLib import TTFont
 
 ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
@@ -94,6 +99,7 @@ class LoadedPage:
     def _wait_for_renderers(self) -> None:
         # MathJax typesets after load; its startup promise settles when it is done.
         self.page.evaluate("() => window.MathJax?.startup?.promise ?? null")
+        self.page.evaluate("() => document.fonts.ready.then(() => null)")
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +193,102 @@ def test_navigation_reaches_every_page(pages):
     reached.add(start.path.resolve())
     missing = [name for name in toc_pages() if (HTML / f"{name}.html").resolve() not in reached]
     assert missing == [], f"the sidebar does not link to {missing}"
+
+
+# The article's Chinese (and any CJK in outputs) must render on a machine without a CJK font,
+# where anything but the font the book serves shows as boxes (`make vendor` cuts Noto Sans SC
+# to the sources' characters, book/_ext/cjk_font.py). Two facts make that sure: Chromium draws
+# every CJK character with the served font (CSS.getPlatformFontsForNode names the fonts that
+# drew each text node), and the served font has a glyph for each (its cmap; a character it
+# lacks is still "drawn" by it, as its empty .notdef glyph).
+CJK_FONT = "Noto Sans SC"
+CJK = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+CJK_TEXT_NODES = f"""(() => {{
+  const cjk = /{CJK.pattern}/u, walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const nodes = [];
+  while (walker.nextNode()) {{
+    const node = walker.currentNode;
+    if (cjk.test(node.nodeValue) && node.parentElement.checkVisibility()) nodes.push(node);
+  }}
+  return nodes;
+}})()"""
+
+
+@functools.cache
+def served_cjk_characters() -> frozenset[str]:
+    """The characters the served font has glyphs for, read from its stylesheet's data: URL."""
+    css = HTML / "_static" / "cjk-font.css"
+    assert css.exists(), f"{css} was not built: `make vendor` writes it to _vendor/"
+    woff = re.search(r'url\("data:font/woff;base64,([^"]+)"\)', css.read_text())
+    assert woff, f"{css} has no inlined WOFF font"
+    return frozenset(map(chr, TTFont(io.BytesIO(base64.b64decode(woff.group(1)))).getBestCmap()))
+
+
+def cjk_not_rendered(page) -> tuple[int, list[str]]:
+    """How many CJK characters the page shows, and each text whose CJK will not render."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("DOM.enable")
+    cdp.send("CSS.enable")
+    cdp.send("DOM.getDocument", {"depth": 0})
+    nodes = cdp.send("Runtime.evaluate", {"expression": CJK_TEXT_NODES})["result"]["objectId"]
+    shown, wrong = 0, []
+    for item in cdp.send("Runtime.getProperties", {"objectId": nodes, "ownProperties": True})["result"]:
+        if not item["name"].isdigit():
+            continue
+        node = cdp.send("DOM.requestNode", {"objectId": item["value"]["objectId"]})["nodeId"]
+        text = cdp.send("DOM.describeNode", {"nodeId": node})["node"]["nodeValue"]
+        fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+        characters = CJK.findall(text)
+        shown += len(characters)
+        served = sum(f["glyphCount"] for f in fonts if f["isCustomFont"] and f["familyName"] == CJK_FONT)
+        where = repr(text.strip()[:40])
+        if served != len(characters):
+            drawn = {f["familyName"]: f["glyphCount"] for f in fonts}
+            wrong.append(f"{where}: {served} of {len(characters)} CJK characters in {CJK_FONT} ({drawn})")
+        if missing := "".join(sorted(set(characters) - served_cjk_characters())):
+            wrong.append(f"{where}: the served font has no glyph for {missing}")
+    cdp.detach()
+    return shown, wrong
+
+
+@pytest.mark.parametrize("name", toc_pages())
+def test_cjk_text_renders_in_the_served_font(pages, name):
+    shown, wrong = cjk_not_rendered(pages(name).page)
+    assert wrong == [], (
+        f"{name}: CJK text that shows as boxes on machines without a CJK font (`make vendor` "
+        f"cuts the served font to the characters of book/*.md, *.ipynb and *.bib): {wrong[:5]}"
+    )
+
+
+def test_cjk_check_sees_the_article_and_fails_without_the_font(pages, browser):
+    """The check above is not vacuous: the glossary and chapter 4 quote the article in Chinese
+    (screenshots in _build/screenshots/chinese-*.png), and the check fails on the glossary
+    with the font's stylesheet blocked, or with a character the served font lacks."""
+    quotes = [("book/glossary", "dl.glossary", 100), ("book/04_two_tower", "p:has-text('优化算法')", 10)]
+    for name, quote, least in quotes:
+        page = pages(name).page
+        assert cjk_not_rendered(page)[0] >= least, f"{name}: expected at least {least} CJK characters"
+        block = page.locator(quote).first
+        block.scroll_into_view_if_needed()
+        box = block.bounding_box()
+        clip = {"x": box["x"] - 8, "y": box["y"] - 8, "width": box["width"] + 16}
+        clip["height"] = min(box["height"] + 16, page.viewport_size["height"] - clip["y"], 600)
+        page.screenshot(path=str(SCREENSHOTS / f"chinese-{Path(name).name}.png"), clip=clip)
+
+    glossary = (HTML / "book" / "glossary.html").as_uri()
+    blocked = browser.new_page()
+    blocked.route("**/cjk-font.css*", lambda route: route.abort())
+    blocked.goto(glossary, wait_until="load")
+    blocked.evaluate("() => document.fonts.ready.then(() => null)")
+    shown, wrong = cjk_not_rendered(blocked)
+    blocked.close()
+    assert shown >= 100 and len(wrong) >= 10, f"with the font blocked, only {len(wrong)} texts fail: {wrong}"
+
+    absent = next(c for c in "鼎龘鑫" if c not in served_cjk_characters())
+    added = browser.new_page()
+    added.goto(glossary, wait_until="load")
+    added.evaluate(f"() => document.querySelector('dl.glossary dd p').append('{absent}')")
+    added.evaluate("() => document.fonts.ready.then(() => null)")
+    wrong = cjk_not_rendered(added)[1]
+    added.close()
+    assert any(w.endswith(f"no glyph for {absent}") for w in wrong), f"a missing {absent} passes: {wrong}"
