@@ -30,17 +30,22 @@ class Choice:
         table: one row per candidate: ``mean``, ``sd`` and ``n`` of the validation metric.
         metric: the validation metric, e.g. "NDCG@10".
         edge_reason: why a choice at the edge of an ordered grid is still a choice (or None).
+        top: the candidate with the best mean, when the choice kept a preferred one within
+            one standard error of it (see :func:`choose`'s ``prefer``); else None.
     """
 
     best: Hashable
     table: pd.DataFrame
     metric: str
     edge_reason: str | None = None
+    top: Hashable | None = None
 
     def __str__(self) -> str:
         row = self.table.loc[[self.best]].iloc[0]
         spread = f" ± {row['sd']:.4f} (n = {int(row['n'])} seeds)" if row["n"] > 1 else ""
         text = f"validation chose {self.best} (validation {self.metric} {row['mean']:.4f}{spread})"
+        if self.top is not None:
+            text += f", within one standard error of the best mean ({self.top})"
         return text + (f"; at the edge of its grid: {self.edge_reason}" if self.edge_reason else "")
 
 
@@ -49,6 +54,7 @@ def choose(
     metric: str = "NDCG@10",
     ordered: bool = False,
     edge_reason: str | None = None,
+    prefer: Hashable | None = None,
 ) -> Choice:
     """Pick the candidate with the best mean validation score.
 
@@ -57,8 +63,14 @@ def choose(
         ordered: the candidates are the ordered values of one parameter (a grid); then a
             choice at either end is refused unless ``edge_reason`` says why it stands.
         edge_reason: the reason an edge choice stands (e.g. "a weight cannot be below 0").
+        prefer: a candidate stated before validation is read (the design under test, say),
+            kept unless the best mean beats it by more than one standard error of that best
+            mean (sd / √n over seeds): the one-standard-error rule (Hastie et al. 2009, §7.10).
+            A choice between candidates within seed noise would otherwise follow the noise,
+            and flip with the last bits of the arithmetic.
     Raises:
-        ValueError: no candidates, a non-finite score, or an unexplained edge choice.
+        ValueError: no candidates, a non-finite score, an unexplained edge choice, or a
+            preferred candidate that is not among them or has a single score.
     """
     if not scores:
         raise ValueError("choose needs at least one candidate")
@@ -71,14 +83,22 @@ def choose(
         rows[candidate] = {"mean": float(values.mean()), "sd": sd, "n": values.size}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "candidate"
-    best = table["mean"].idxmax()
+    best, top = table["mean"].idxmax(), None
+    if prefer is not None:
+        if prefer not in table.index:
+            raise ValueError(f"the preferred candidate {prefer!r} is not among {list(table.index)}")
+        if (table["n"] < 2).any():
+            raise ValueError("prefer needs several scores (seeds) per candidate for a standard error")
+        standard_error = table.loc[best, "sd"] / np.sqrt(table.loc[best, "n"])
+        if prefer != best and table.loc[prefer, "mean"] >= table.loc[best, "mean"] - standard_error:
+            best, top = prefer, best
     at_edge = ordered and len(table) >= 3 and best in (table.index[0], table.index[-1])
     if at_edge and edge_reason is None:
         raise ValueError(
             f"validation chose {best!r}, the edge of the grid {list(table.index)}; widen the grid "
             "or pass edge_reason saying why the edge stands"
         )
-    return Choice(best, table, metric, edge_reason if at_edge else None)
+    return Choice(best, table, metric, edge_reason if at_edge else None, top)
 
 
 def choose_setting(best: Mapping[str, object], grid: Mapping[str, Sequence[object]]) -> str:

@@ -35,11 +35,28 @@ def test_choose_refuses_an_unexplained_edge_of_an_ordered_grid():
     assert choose(scores).best == 1.0  # unordered candidates have no edge
 
 
+def test_choose_keeps_a_preferred_candidate_within_one_standard_error():
+    # best "a": mean 0.20, sd 0.03 over 3 seeds, so one standard error is 0.03 / √3 = 0.0173
+    a = [0.17, 0.20, 0.23]
+    near, far = [0.19, 0.185, 0.19], [0.18, 0.18, 0.18]  # means 0.1883 (within) and 0.18 (not)
+    kept = choose({"a": a, "article": near}, prefer="article")
+    assert kept.best == "article" and kept.top == "a"
+    assert "within one standard error of the best mean (a)" in str(kept)
+    beaten = choose({"a": a, "article": far}, prefer="article")
+    assert beaten.best == "a" and beaten.top is None
+    assert choose({"a": a, "article": near}).best == "a"  # no preference: the best mean
+    assert choose({"a": near, "article": a}, prefer="article").top is None  # already the best
+
+
 def test_choose_errors():
     with pytest.raises(ValueError, match="at least one"):
         choose({})
     with pytest.raises(ValueError, match="finite"):
         choose({"a": float("nan")})
+    with pytest.raises(ValueError, match="not among"):
+        choose({"a": [0.1, 0.2]}, prefer="b")
+    with pytest.raises(ValueError, match="several scores"):
+        choose({"a": 0.1, "b": 0.2}, prefer="a")
 
 
 def test_choose_setting_says_where_the_choice_lies():
