@@ -217,7 +217,8 @@ def _p2_effect(data, precisions: tuple[str, ...], tower: bool) -> pd.DataFrame:
     from recutils.selection import evaluate_seeds
     from recutils.split import cold_item_split, validation_split
     from recutils.text import TextEncoder
-    from recutils.twotower import SEEDS, TwoTower
+    from recutils.twotower import TwoTower
+    from recutils.variants import SEEDS
 
     p2 = cold_item_split(data.interactions)
     validation = validation_split(p2)
