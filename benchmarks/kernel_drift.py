@@ -39,7 +39,8 @@ def measure(out: Path) -> None:
     from recutils.mf import ImplicitALS
     from recutils.split import temporal_split, validation_split
     from recutils.text import TextEncoder
-    from recutils.twotower import BOOK_SETTINGS, VARIANTS, TwoTower
+    from recutils.twotower import TwoTower
+    from recutils.variants import BOOK_SETTINGS, VARIANTS
 
     torch.set_num_threads(1)
     data = load_movielens_100k()

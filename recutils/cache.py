@@ -1,13 +1,14 @@
-"""Where recutils keeps downloaded data and computed embeddings, and file checksums."""
+"""Where recutils keeps downloaded data and computed entries: checksums, atomic files and folders, locks."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -61,6 +62,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def atomic_folder(folder: str | Path, replace: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``folder`` to fill; renamed onto ``folder`` once the block succeeds.
+
+    A cache entry that is a folder appears whole or not at all. When another process stored the
+    same entry first, its copy is kept; with ``replace`` (the entry there is damaged) it is
+    swapped for this one. The temporary folder is removed whatever happens.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield partial
+        if replace:
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.rename(partial, folder)
+        except OSError:
+            pass  # another process renamed its (identical) entry into place first
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def cache_lock(kind: str, key: str) -> Iterator[None]:
     """Hold an exclusive lock on the cache entry ``key`` of ``kind`` for the block.
 
@@ -88,3 +112,35 @@ def cache_lock(kind: str, key: str) -> Iterator[None]:
 def warn_rebuild(path: str | Path, problem: object) -> None:
     """Say that a cache entry could not be used and is being rebuilt."""
     warnings.warn(f"cache entry {path} is unusable ({problem}); rebuilding it", RuntimeWarning, stacklevel=3)
+
+
+def cached_folder(
+    kind: str,
+    key: str,
+    load: Callable[[Path], object],
+    build: Callable[[], object],
+    save: Callable[[Path], object],
+    use_cache: bool = True,
+) -> Path:
+    """Load the cache entry ``{cache}/{kind}/{key}`` (a folder), or build it and store it whole.
+
+    Under :func:`cache_lock`, so a second process that needs the same entry waits for the
+    first and then loads it. An entry that cannot be loaded (half-written, truncated,
+    damaged: ``load`` raises) is rebuilt with a warning and replaced (:func:`atomic_folder`).
+    Without ``use_cache`` it only builds, reading and writing nothing. Returns: the entry's folder.
+    """
+    folder = cache_dir() / kind / key
+    with cache_lock(kind, key) if use_cache else contextlib.nullcontext():
+        broken = False
+        if use_cache and folder.exists():
+            try:
+                load(folder)
+                return folder
+            except Exception as exc:  # a half-written, truncated or damaged entry: build it again
+                warn_rebuild(folder, f"{type(exc).__name__}: {exc}")
+                broken = True
+        build()
+        if use_cache:
+            with atomic_folder(folder, replace=broken) as partial:
+                save(partial)
+    return folder

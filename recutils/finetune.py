@@ -28,8 +28,8 @@ from recutils.recommender import Recommender
 from recutils.repeatable import repeatable_training
 from recutils.split import Interactions, Split
 from recutils.text import TextEncoder, mean_pool
-from recutils.training import EarlyStopping
-from recutils.twotower import Histories, TwoTower, TwoTowerNet, history_keep_mask, in_batch_softmax_loss
+from recutils.training import EarlyStopping, history_keep_mask
+from recutils.twotower import Histories, TwoTower, TwoTowerNet, in_batch_softmax_loss
 
 # Bump when the fine-tuning code changes, so cached results are recomputed.
 FINETUNE_VERSION = "finetune-v1"

@@ -124,9 +124,9 @@ def build_onnx(source: str | Path, fingerprint: str, int8_recipe: str | None = N
 def _export(source: str | Path, path: Path) -> None:
     from transformers import AutoModel
 
-    from recutils.text import _quiet_transformers
+    from recutils.quiet import quiet_transformers
 
-    with _quiet_transformers():
+    with quiet_transformers():
         model = AutoModel.from_pretrained(str(source), attn_implementation="eager")
     wrapper = _Encoder(model).eval()
     example = {name: torch.ones(2, 8, dtype=torch.int64) for name in INPUTS}

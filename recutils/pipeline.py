@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 from recutils.baselines import EASE, Popularity
 from recutils.checks import check_int, check_number
 from recutils.cf import ContentRecommender, ItemKNN
-from recutils.combine import ScoreFusion, evaluate_over_seeds, tune_weights
+from recutils.combine import ScoreFusion, tune_weights
 from recutils.recommender import Recommender
-from recutils.selection import SeedResult, seed_table
+from recutils.selection import SeedResult, evaluate_over_seeds, seed_table
 from recutils.split import (
     Interactions,
     Split,

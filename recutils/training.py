@@ -1,12 +1,28 @@
-"""Bookkeeping shared by the training loops: the epoch log and early stopping on validation."""
+"""What the training loops share: the epoch log, history dropout, early stopping on validation, the refit."""
 
 from __future__ import annotations
 
 import copy
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+import pandas as pd
+import torch
 from torch import nn
+
+from recutils.split import Interactions, Split
+
+
+@dataclass
+class TrainingLog:
+    """What one training run did, for plots and the closing table."""
+
+    loss: list[float] = field(default_factory=list)
+    validation_ndcg: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    best_epoch: int = 0
 
 
 def record_epoch(log: object, total_loss: float, steps: int, started: float, name: str, settings: str) -> None:
@@ -44,3 +60,78 @@ class EarlyStopping:
         if self.state is not None:
             for module, state in zip(modules, self.state, strict=True):
                 module.load_state_dict(state)
+
+
+def history_keep_mask(
+    targets: torch.Tensor, n_items: int, rate: float, generator: torch.Generator
+) -> torch.Tensor | None:
+    """History dropout: a (b, n_items) 0/1 mask hiding each history item with probability ``rate``.
+
+    The tower then learns from partial histories. Each row's target stays in, for the caller
+    to leave out of the history itself. Returns None when ``rate`` is 0 (nothing hidden).
+    """
+    if rate <= 0:
+        return None
+    keep = torch.rand(len(targets), n_items, generator=generator) >= rate
+    keep[torch.arange(len(targets)), targets.cpu()] = True
+    return keep.float()
+
+
+def check_validation(validation: Split, train: Interactions) -> None:
+    """Refuse a validation split a model cannot early-stop on while it fits ``train``.
+
+    Raises:
+        ValueError: ``validation`` has no test interactions, or is not ``validation_split`` of
+            the split whose train data is ``train``.
+    """
+    if len(validation.test) == 0:
+        raise ValueError("the validation split has no test interactions to stop training on")
+    if not _is_validation_of(validation, train):
+        raise ValueError("validation must be validation_split(...) of the split whose train data fit receives")
+
+
+def _is_validation_of(validation: Split, train: Interactions) -> bool:
+    """Whether ``validation`` splits ``train`` (all of it; for G, all of it before the validation cut)."""
+    if (validation.train.n_users, validation.train.n_items) != (train.n_users, train.n_items):
+        return False
+    if validation.protocol == "G":
+        frame = train.frame
+        cut = validation.test.frame["timestamp"].min()
+        before, after = frame[frame["timestamp"] < cut], frame[frame["timestamp"] >= cut]
+        warm = after[after["user"].isin(before["user"]) & after["item"].isin(before["item"])]
+        return all(
+            part.fingerprint() == Interactions(rows, train.n_users, train.n_items).fingerprint()
+            for part, rows in ((validation.train, before), (validation.test, warm))
+        )
+    merged = Interactions(
+        pd.concat([validation.train.frame, validation.test.frame]), train.n_users, train.n_items
+    )
+    return merged.fingerprint() == train.fingerprint()
+
+
+def early_stop_then_refit(
+    train_fn: Callable[[Interactions, int, Split | None], tuple[nn.Module, TrainingLog]],
+    train: Interactions,
+    validation: Split | None,
+    epochs: int,
+    refit: bool,
+) -> tuple[nn.Module, TrainingLog, nn.Module | None, TrainingLog | None]:
+    """Train early-stopped on ``validation``, then, with ``refit``, again on all of ``train`` for
+    the number of epochs validation chose; without ``validation``, for ``epochs``.
+
+    Args:
+        train_fn: ``(interactions, epochs, monitor)`` -> the trained network and its log; with a
+            ``monitor`` split it stops early on that split and restores the best epoch's weights.
+    Returns: the network to keep and its log (without refit, the early-stopped network and a
+        copy of its log), then the early-stopped network and its log (None without ``validation``).
+    """
+    early, early_log = None, None
+    if validation is not None:
+        check_validation(validation, train)
+        early, early_log = train_fn(validation.train, epochs, validation)
+        epochs = max(1, early_log.best_epoch)
+        if not refit:
+            return early, copy.deepcopy(early_log), early, early_log
+    net, log = train_fn(train, epochs, None)
+    log.best_epoch = epochs
+    return net, log, early, early_log

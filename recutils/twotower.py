@@ -9,38 +9,44 @@ the answer in its own input.
 Objectives: in-batch sampled softmax with temperature, optional logQ
 correction (Yi et al. 2019) and masked accidental hits; or binary cross-entropy
 on sampled negatives, which is what the article intends.
+
+The book's variants of it are in :mod:`recutils.variants`, the bookkeeping its training loop
+shares with the sequence tower in :mod:`recutils.training`, its files in :mod:`recutils.checkpoint`.
+Over 500 lines as one idea: the network, its losses and the recommender that trains it, read together.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Callable, Sequence
 from typing import Literal
 
-import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from recutils.cache import atomic_path, cache_dir, cache_lock, kernel_paths, warn_rebuild
+from recutils.cache import cached_folder, kernel_paths
+from recutils.checkpoint import read_checkpoint, save_checkpoint
 from recutils.checks import check_int, check_number
-from recutils.metrics import evaluate
 from recutils.index import IndexKind
+from recutils.metrics import evaluate
 from recutils.recommender import Recommender, VectorRecommender
+from recutils.repeatable import repeatable_training
 from recutils.split import Interactions, Split
 from recutils.text import pick_device
-from recutils.training import EarlyStopping, record_epoch
+from recutils.training import (
+    EarlyStopping,
+    TrainingLog,
+    early_stop_then_refit,
+    history_keep_mask,
+    record_epoch,
+)
 
 # Bump when training or architecture code changes, so cached models are retrained.
 MODEL_VERSION = "twotower-v3"
@@ -241,21 +247,6 @@ class TwoTowerNet(nn.Module):
         return nn.functional.normalize(self.user_tower(x), dim=1)
 
 
-def history_keep_mask(
-    targets: torch.Tensor, n_items: int, rate: float, generator: torch.Generator
-) -> torch.Tensor | None:
-    """History dropout: a (b, n_items) 0/1 mask hiding each history item with probability ``rate``.
-
-    The tower then learns from partial histories. Each row's target stays in, for the caller
-    to leave out of the history itself. Returns None when ``rate`` is 0 (nothing hidden).
-    """
-    if rate <= 0:
-        return None
-    keep = torch.rand(len(targets), n_items, generator=generator) >= rate
-    keep[torch.arange(len(targets)), targets.cpu()] = True
-    return keep.float()
-
-
 def in_batch_softmax_loss(
     user_h: torch.Tensor,
     item_h: torch.Tensor,
@@ -301,88 +292,6 @@ def sampled_bce_loss(
     labels = torch.zeros_like(logits)
     labels[:, 0] = 1.0
     return nn.functional.binary_cross_entropy_with_logits(logits, labels)
-
-
-@dataclass
-class TrainingLog:
-    """What one training run did, for plots and the closing table."""
-
-    loss: list[float] = field(default_factory=list)
-    validation_ndcg: list[float] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)
-    best_epoch: int = 0
-
-
-#: How the book trains a two-tower quickly: early stopping on validation, the early-stopped model kept.
-BOOK_SETTINGS: dict[str, object] = {"epochs": 15, "patience": 3, "refit": False}
-SEEDS = (0, 1, 2)
-#: The two-tower trained with care (chapter 4): learned item id vectors beside the text, a 64-d
-#: output, history dropout, a decaying learning rate, larger batches, more patience within more
-#: epochs, then a refit on all train for the epoch count validation chose. The temperature is the
-#: one chapter 4's validation grid chose (the chapter asserts that it still does).
-CAREFUL_SETTINGS: dict[str, object] = {
-    "id_dim": 64, "user_ids": False, "out_dim": 64, "temperature": 0.05, "batch_size": 1024,
-    "lr_decay": 0.93, "history_dropout": 0.3, "epochs": 40, "patience": 5, "refit": True,
-}
-#: Chapter 4's two-tower variants on P1 (a table label and the settings that differ from
-#: the default; BOOK_SETTINGS apply unless a variant sets them), shared by chapters 4-7 so that
-#: all of them use the variant that validation chose, trained once and cached. The first four are
-#: the article's design choices trained quickly; "careful" is the variant chapter 4's validation
-#: chose among those ("article_user") trained with CAREFUL_SETTINGS.
-VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
-    "bce": ("BCE, sampled negatives", {"objective": "bce"}),
-    "softmax": ("softmax", {"logq": False}),
-    "logq": ("softmax + logQ", {}),
-    "article_user": ("softmax + logQ, article's u_emb", {"user_input": "text"}),
-    "careful": ("article's u_emb, trained with care", {"user_input": "text", **CAREFUL_SETTINGS}),
-}
-#: The variants trained the quick way, among which chapter 4 chooses the design.
-QUICK_VARIANTS = ("bce", "softmax", "logq", "article_user")
-
-
-def careful_variant(design: str) -> str:
-    """The key of :data:`VARIANTS` that trains the design ``design`` (a quick variant chosen on
-    validation) with :data:`CAREFUL_SETTINGS`: the tower the book uses from chapter 4 on.
-
-    Raises:
-        ValueError: ``design`` is unknown, or no variant trains it with care (add one to VARIANTS).
-    """
-    if design not in VARIANTS:
-        raise ValueError(f"unknown two-tower variant {design!r}; choose from {list(VARIANTS)}")
-    wanted = {**VARIANTS[design][1], **CAREFUL_SETTINGS}
-    for key, (_, options) in VARIANTS.items():
-        if options == wanted:
-            return key
-    raise ValueError(f"no variant in VARIANTS trains {design!r} with CAREFUL_SETTINGS; add one")
-
-
-def train_variants(
-    item_vectors: torch.Tensor,
-    train: Interactions,
-    validation: Split,
-    variants: Sequence[str] = tuple(VARIANTS),
-    seeds: Sequence[int] = SEEDS,
-    progress: bool = True,
-) -> dict[str, list[TwoTower]]:
-    """Fit each of :data:`VARIANTS` once per seed (cached), early-stopped on ``validation``;
-    ``progress`` shows a bar over each training's epochs.
-
-    Returns: for each variant key, one fitted model per seed, labelled "two-tower: <label>".
-    """
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown two-tower variants {unknown}; choose from {list(VARIANTS)}")
-    towers = {}
-    for key in variants:
-        label, options = VARIANTS[key]
-        towers[key] = [
-            TwoTower(
-                item_vectors, validation=validation, label=f"two-tower: {label}", seed=seed, progress=progress,
-                **{**BOOK_SETTINGS, **options},
-            ).fit(train)
-            for seed in seeds
-        ]
-    return towers
 
 
 class TwoTower(VectorRecommender):
@@ -463,57 +372,31 @@ class TwoTower(VectorRecommender):
             raise ValueError(
                 f"batch_size {self.config.batch_size} is larger than the {len(train)} train interactions"
             )
-        key = self._cache_key(train)
-        folder = self.cache_entry_ = cache_dir() / "twotower" / key
-        # Another process training the same model (the other notebook group) finishes first.
-        with cache_lock("twotower", key) if self.use_cache else contextlib.nullcontext():
-            self._fit_or_load(train, folder)
+        # Under a lock: another process training the same model (the other notebook group)
+        # finishes first, and this one loads its entry.
+        self.cache_entry_ = cached_folder(
+            "twotower", self._cache_key(train), lambda folder: self._load_folder(folder, train),
+            lambda: self._train_and_refit(train), self.save, self.use_cache,
+        )
 
-    def _fit_or_load(self, train: Interactions, folder: Path) -> None:
-        broken = False
-        if self.use_cache and folder.exists():
-            try:
-                self._load_folder(folder, train)
-                return
-            except Exception as exc:  # a half-written, truncated or damaged entry: train again
-                warn_rebuild(folder, f"{type(exc).__name__}: {exc}")
-                broken = True
-        epochs = self.config.epochs
-        self.validation_log_ = None
-        if self.validation is not None:
-            v = self.validation
-            check_validation(v, train)
-            net, self.validation_log_ = self._train(v.train, epochs, monitor=v)
-            epochs = max(1, self.validation_log_.best_epoch)
-        self.validation_net_ = None
-        if self.validation is not None and not self.config.refit:
-            # The towers are inductive: the early-stopped model scores users from their
-            # full train histories without retraining.
-            self.net_, self.log_ = net, copy.deepcopy(self.validation_log_)
-        else:
-            if self.validation is not None:
-                self.validation_net_ = net  # kept: chapter 5b fine-tunes from it
-            self.net_, self.log_ = self._train(train, epochs, monitor=None)
-            self.log_.best_epoch = epochs
+    def _train_and_refit(self, train: Interactions) -> None:
+        # The towers are inductive: without refit, the early-stopped model scores users from
+        # their full train histories without retraining.
+        self.net_, self.log_, early, self.validation_log_ = early_stop_then_refit(
+            self._train, train, self.validation, self.config.epochs, self.config.refit
+        )
+        self.validation_net_ = early if self.config.refit else None  # kept: chapter 5b fine-tunes from it
         self._histories = Histories(train, self.device)
-        if self.use_cache:
-            self._store(folder, replace=broken)
 
     def _train(
         self, train: Interactions, epochs: int, monitor: Split | None
     ) -> tuple[TwoTowerNet, TrainingLog]:
         # Multithreaded CPU kernels (the backward of gathers) add in varying order, so two
         # runs with one seed would differ in the last bits and drift apart; the notebooks'
-        # checked numbers need bit-for-bit repeatable training.
-        previous = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        try:
-            # Training seeds the global generator (initial weights, dropout); the caller's
-            # random state is restored afterwards, so fitting a model does not reset it.
-            with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
-                return self._train_loop(train, epochs, monitor)
-        finally:
-            torch.use_deterministic_algorithms(previous)
+        # checked numbers need bit-for-bit repeatable training. Training seeds the global
+        # generator (initial weights, dropout); the caller's random state is restored afterwards.
+        with repeatable_training(one_thread=False):
+            return self._train_loop(train, epochs, monitor)
 
     def _train_loop(
         self, train: Interactions, epochs: int, monitor: Split | None
@@ -624,13 +507,6 @@ class TwoTower(VectorRecommender):
         """Write ``model.safetensors`` and ``config.json`` (with the training log) into ``folder``."""
         if not hasattr(self, "net_"):
             raise RuntimeError(f"{self.name} is not fitted; nothing to save")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, net in (("model", self.net_), ("validation_model", getattr(self, "validation_net_", None))):
-            if net is not None:
-                state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-                with atomic_path(folder / f"{name}.safetensors") as partial:
-                    save_file(state, partial)
         meta = {
             "version": MODEL_VERSION,
             "config": asdict(self.config),
@@ -640,26 +516,8 @@ class TwoTower(VectorRecommender):
             "log": asdict(self.log_),
             "validation_log": asdict(self.validation_log_) if self.validation_log_ else None,
         }
-        with atomic_path(folder / "config.json") as partial:
-            partial.write_text(json.dumps(meta, indent=1))
-        return folder
-
-    def _store(self, folder: Path, replace: bool) -> None:
-        """Save into the cache as one step: written to a temporary folder beside ``folder``, then
-        renamed, so no reader sees half an entry. When another process stored the same entry
-        first, its copy is kept; a damaged entry (``replace``) is swapped for this one."""
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
-            self.save(partial)
-            if replace:
-                shutil.rmtree(folder, ignore_errors=True)
-            try:
-                os.rename(partial, folder)
-            except OSError:
-                pass  # another process renamed its (identical) model into place first
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
+        nets = {"model": self.net_, "validation_model": getattr(self, "validation_net_", None)}
+        return save_checkpoint(folder, nets, meta)
 
     def load(self, folder: str | Path, train: Interactions) -> TwoTower:
         """Load weights saved by :meth:`save` for the data ``train``; returns self, ready to score.
@@ -673,30 +531,13 @@ class TwoTower(VectorRecommender):
         return self
 
     def _load_folder(self, folder: Path, train: Interactions) -> None:
-        if not (folder / "model.safetensors").is_file() or not (folder / "config.json").is_file():
-            raise FileNotFoundError(
-                f"no two-tower checkpoint in {folder} (model.safetensors and config.json)"
-            )
-        meta = json.loads((folder / "config.json").read_text())
-        saved = meta["config"]
-        differs = {
-            k: (saved.get(k, LATER_FIELDS.get(k)), v)
-            for k, v in asdict(self.config).items()
-            if saved.get(k, LATER_FIELDS.get(k)) != v
+        inputs = {
+            "item_text": ("item vectors", self.item_vectors),
+            "user_text": ("user vectors", self.user_vectors),
         }
-        if differs:
-            detail = ", ".join(f"{k}: saved {a!r}, here {b!r}" for k, (a, b) in differs.items())
-            raise ValueError(f"checkpoint {folder} was made with another config ({detail})")
-        if meta["train_fingerprint"] != train.fingerprint():
-            raise ValueError(f"checkpoint {folder} was trained on other interactions than the ones given")
-        state = load_file(folder / "model.safetensors")
-        broken = [name for name, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if broken:
-            raise ValueError(f"checkpoint {folder} holds NaN or infinite weights in {broken[:3]}")
-        if not torch.equal(state["item_text"], self.item_vectors):
-            raise ValueError(f"checkpoint {folder} was trained on other item vectors than the ones given")
-        if self.user_vectors is not None and not torch.equal(state["user_text"], self.user_vectors):
-            raise ValueError(f"checkpoint {folder} was trained on other user vectors than the ones given")
+        meta, state = read_checkpoint(
+            folder, "two-tower", asdict(self.config), train.fingerprint(), LATER_FIELDS, inputs
+        )
         net = TwoTowerNet(self.item_vectors, train.n_users, self.config, self.user_vectors)
         net.load_state_dict(state)
         self.net_ = net.to(self.device).eval()
@@ -749,38 +590,6 @@ class TwoTower(VectorRecommender):
 def _key_fields(config: TwoTowerConfig) -> dict[str, object]:
     """The config as the cache key sees it: later fields at their default left out."""
     return {k: v for k, v in asdict(config).items() if not (k in LATER_FIELDS and LATER_FIELDS[k] == v)}
-
-
-def check_validation(validation: Split, train: Interactions) -> None:
-    """Refuse a validation split a model cannot early-stop on while it fits ``train``.
-
-    Raises:
-        ValueError: ``validation`` has no test interactions, or is not ``validation_split`` of
-            the split whose train data is ``train``.
-    """
-    if len(validation.test) == 0:
-        raise ValueError("the validation split has no test interactions to stop training on")
-    if not _is_validation_of(validation, train):
-        raise ValueError("validation must be validation_split(...) of the split whose train data fit receives")
-
-
-def _is_validation_of(validation: Split, train: Interactions) -> bool:
-    """Whether ``validation`` splits ``train`` (all of it; for G, all of it before the validation cut)."""
-    if (validation.train.n_users, validation.train.n_items) != (train.n_users, train.n_items):
-        return False
-    if validation.protocol == "G":
-        frame = train.frame
-        cut = validation.test.frame["timestamp"].min()
-        before, after = frame[frame["timestamp"] < cut], frame[frame["timestamp"] >= cut]
-        warm = after[after["user"].isin(before["user"]) & after["item"].isin(before["item"])]
-        return all(
-            part.fingerprint() == Interactions(rows, train.n_users, train.n_items).fingerprint()
-            for part, rows in ((validation.train, before), (validation.test, warm))
-        )
-    merged = Interactions(
-        pd.concat([validation.train.frame, validation.test.frame]), train.n_users, train.n_items
-    )
-    return merged.fingerprint() == train.fingerprint()
 
 
 def _score_with(

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from recutils.cache import atomic_path
+from recutils.cache import atomic_folder, atomic_path, cached_folder
 from recutils.data import make_synthetic
 from recutils.split import temporal_split, validation_split
 from recutils.text import TextEncoder, default_model_path
@@ -209,6 +209,50 @@ def test_a_reader_never_sees_half_an_atomic_write(tmp_path):
         done.set()
         reader.join()
     assert -1 not in seen and seen <= {1, 2, 3, 4}
+
+
+def test_atomic_folder_appears_whole_keeps_a_copy_stored_first_and_replaces_a_damaged_one(tmp_path):
+    entry = tmp_path / "kind" / "key"
+    with atomic_folder(entry) as partial:
+        (partial / "a").write_text("first")
+        assert not entry.exists()
+    assert (entry / "a").read_text() == "first"
+    with atomic_folder(entry) as partial:  # another process stored the same entry first
+        (partial / "a").write_text("second")
+    assert (entry / "a").read_text() == "first"
+    with atomic_folder(entry, replace=True) as partial:
+        (partial / "a").write_text("third")
+    assert (entry / "a").read_text() == "third"
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "kind" / "failed") as partial:
+        raise RuntimeError("the block failed")
+    assert sorted(p.name for p in (tmp_path / "kind").iterdir()) == ["key"]  # no temporary folder left
+
+
+def test_cached_folder_loads_builds_and_rebuilds_a_damaged_entry(empty_cache):
+    calls = []
+
+    def load(folder):
+        calls.append("load")
+        if (folder / "value").read_text() != "good":
+            raise ValueError("damaged")
+
+    def build():
+        calls.append("build")
+
+    def save(folder):
+        calls.append("save")
+        (folder / "value").write_text("good")
+
+    folder = cached_folder("things", "k1", load, build, save)
+    assert folder == empty_cache / "things" / "k1" and calls == ["build", "save"]
+    assert cached_folder("things", "k1", load, build, save) == folder and calls[2:] == ["load"]
+    (folder / "value").write_text("bad")
+    with pytest.warns(RuntimeWarning, match="things.k1 is unusable \\(ValueError: damaged\\); rebuilding it"):
+        cached_folder("things", "k1", load, build, save)
+    assert calls[3:] == ["load", "build", "save"] and (folder / "value").read_text() == "good"
+    del calls[:]
+    assert not cached_folder("things", "k2", load, build, save, use_cache=False).exists()
+    assert calls == ["build"]
 
 
 # --- two processes fill one entry at once ------------------------------------------------------

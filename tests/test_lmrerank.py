@@ -10,10 +10,8 @@ import torch
 from scipy.stats import spearmanr
 
 from recutils.baselines import Popularity
+from recutils.lm import LM_PACKAGE, LanguageModel, LanguageModelNotFoundError
 from recutils.lmrerank import (
-    LM_PACKAGE,
-    LanguageModel,
-    LanguageModelNotFoundError,
     LMReranker,
     RandomPairScorer,
     best_order_ndcg,

@@ -65,7 +65,7 @@ def test_similarity_heatmaps_one_panel_per_matrix():
 
 def test_training_curves_mark_the_best_epoch():
     from recutils.plotting import plot_training_curves
-    from recutils.twotower import TrainingLog
+    from recutils.training import TrainingLog
 
     log = TrainingLog(loss=[2.0, 1.0, 0.5], validation_ndcg=[0.1, 0.3, 0.2], best_epoch=2)
     fig = plot_training_curves({"run": log}, reference={"EASE": 0.25})

@@ -2,10 +2,12 @@ import pandas as pd
 import pytest
 
 from recutils.baselines import EASE, Popularity, RandomRecommender
+from recutils.combine import ScoreFusion
 from recutils.metrics import evaluate
 from recutils.selection import (
     choose,
     choose_setting,
+    evaluate_over_seeds,
     evaluate_seeds,
     glue_all,
     glue_intervals,
@@ -131,3 +133,20 @@ def test_mean_se_is_the_standard_error_of_the_mean():
     assert mean_se([1, 2, 3, 4]) == "2.500 ± 0.645 (SE, n = 4)"
     with pytest.raises(ValueError, match="at least two"):
         mean_se([1.0])
+
+
+def test_evaluate_over_seeds_runs_a_shared_model_once(synthetic):
+    split = temporal_split(synthetic.interactions)
+    ease = EASE(l2=10.0).fit(split.train)
+    per_seed = {s: EASE(l2=10.0 * (s + 1)).fit(split.train) for s in (0, 1, 2)}
+    results = evaluate_over_seeds(
+        lambda s: {"fixed": ease, "varies": per_seed[s], "fusion": ScoreFusion([ease, per_seed[s]])}, split
+    )
+    assert list(results) == ["fixed", "varies", "fusion"]
+    assert len(results["fixed"].summary) == 1 and results["fixed"].sd == 0.0
+    assert len(results["varies"].summary) == 3 and results["varies"].per_user.shape[1] == 3
+    assert results["fusion"].user_mean.index.equals(results["fixed"].user_mean.index)
+    with pytest.raises(ValueError, match="missing"):
+        evaluate_over_seeds(lambda s: {"x": ease} if s == 0 else {}, split)
+    with pytest.raises(ValueError, match="distinct"):
+        evaluate_over_seeds(lambda s: {"x": ease}, split, seeds=(0, 0))

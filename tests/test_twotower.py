@@ -15,8 +15,8 @@ from recutils.twotower import (
     as_recommender,
     in_batch_softmax_loss,
     sampled_bce_loss,
-    train_variants,
 )
+from recutils.variants import train_variants
 
 SMALL = dict(hidden=32, out_dim=16, batch_size=64, epochs=12, temperature=0.1, dropout=0.0, lr=3e-3)
 
@@ -382,7 +382,7 @@ def test_user_ids_off_leaves_the_user_tower_without_id_vectors():
 
 
 def test_careful_variant_names_the_design_trained_with_care():
-    from recutils.twotower import CAREFUL_SETTINGS, VARIANTS, careful_variant
+    from recutils.variants import CAREFUL_SETTINGS, VARIANTS, careful_variant
 
     key = careful_variant("article_user")
     assert VARIANTS[key][1] == {"user_input": "text", **CAREFUL_SETTINGS}

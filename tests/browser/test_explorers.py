@@ -35,13 +35,13 @@ def offline_page(browser, path):  # noqa: F811
 @pytest.fixture(scope="module")
 def chapter5_models():
     """Chapter 5's seed-0 members fitted on P1 train, built by the same recutils calls."""
-    from recutils.combine import book_members, tuned_combination
+    from recutils.ensemble import book_members, tuned_combination
     from recutils.data import load_movielens_100k
     from recutils.embeddings import item_text, user_profile_text
     from recutils.selection import choose
     from recutils.split import temporal_split, validation_split
     from recutils.text import TextEncoder
-    from recutils.twotower import QUICK_VARIANTS, careful_variant, train_variants
+    from recutils.variants import QUICK_VARIANTS, careful_variant, train_variants
 
     data = load_movielens_100k()
     encoder = TextEncoder()
