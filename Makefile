@@ -16,15 +16,13 @@ export PYTHONHASHSEED := 0
 # families. CPU_PATHS=native lets each library pick its own fastest kernels (`make check-native`
 # shows what that changes). A machine that already sets OPENBLAS_CORETYPE keeps its value.
 CPU_PATHS ?= avx2
+AVX2_PATHS := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+	NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OPENBLAS_CORETYPE=$(or $(OPENBLAS_CORETYPE),Haswell)
 ifeq ($(CPU_PATHS),avx2)
-export ATEN_CPU_CAPABILITY := avx2
-export ONEDNN_MAX_CPU_ISA := AVX2
-export MKL_CBWR := AVX2
-export MKL_ENABLE_INSTRUCTIONS := AVX2
-export NPY_DISABLE_CPU_FEATURES := X86_V4 AVX512_ICL AVX512_SPR
-OPENBLAS_CORETYPE ?= Haswell
-export OPENBLAS_CORETYPE
-else ifneq ($(CPU_PATHS),native)
+ON_PATHS := env $(AVX2_PATHS)
+else ifeq ($(CPU_PATHS),native)
+ON_PATHS := env
+else
 $(error CPU_PATHS must be avx2 or native, not $(CPU_PATHS))
 endif
 
@@ -65,12 +63,12 @@ book: html
 # After changing a chapter or recutils: run every notebook again (in the groups `make test`
 # uses), store the fresh outputs, and build the book from them.
 execute: $(STAMP)
-	PY=$(PY) NOTEBOOKS_A="$(NOTEBOOKS_A)" NOTEBOOKS_B="$(NOTEBOOKS_B)" .ci/notebook-groups execute
+	$(ON_PATHS) PY=$(PY) NOTEBOOKS_A="$(NOTEBOOKS_A)" NOTEBOOKS_B="$(NOTEBOOKS_B)" .ci/notebook-groups execute
 	$(MAKE) --no-print-directory book
 
 # Jupyter Lab on the same code paths and caches as the book's own runs.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab book/
+	$(ON_PATHS) $(VENV)/bin/jupyter lab book/
 
 # MathJax and a Chinese font are served from the book itself, so the HTML works with no
 # network and the article's Chinese renders on machines without CJK fonts. They are fetched
@@ -119,7 +117,7 @@ NOTEBOOKS_LAST := book/05_combining_results.ipynb book/05b_order_and_finetuning.
 NOTEBOOKS_B := $(filter-out $(NOTEBOOKS_A) $(NOTEBOOKS_LAST),$(NOTEBOOKS)) $(NOTEBOOKS_LAST)
 
 notebooks: $(STAMP)
-	PY=$(PY) NOTEBOOKS_A="$(NOTEBOOKS_A)" NOTEBOOKS_B="$(NOTEBOOKS_B)" .ci/notebook-groups check
+	$(ON_PATHS) PY=$(PY) NOTEBOOKS_A="$(NOTEBOOKS_A)" NOTEBOOKS_B="$(NOTEBOOKS_B)" .ci/notebook-groups check
 
 # What a CPU family's own kernels do to the stored outputs: the notebook check with each
 # library free to pick its fastest kernels (on an AVX-512 machine, its AVX-512 paths). Its

@@ -150,3 +150,18 @@ def test_evaluate_over_seeds_runs_a_shared_model_once(synthetic):
         evaluate_over_seeds(lambda s: {"x": ease} if s == 0 else {}, split)
     with pytest.raises(ValueError, match="distinct"):
         evaluate_over_seeds(lambda s: {"x": ease}, split, seeds=(0, 0))
+
+
+def test_the_book_keeps_the_articles_tower_design_within_seed_noise():
+    from types import SimpleNamespace
+
+    from recutils.variants import ARTICLE_DESIGN, QUICK_VARIANTS, choose_design
+
+    def towers(article_scores):
+        fitted = {key: [SimpleNamespace(validation_score_=s) for s in (0.10, 0.11, 0.12)] for key in QUICK_VARIANTS}
+        fitted["logq"] = [SimpleNamespace(validation_score_=s) for s in (0.174, 0.177, 0.180)]  # se 0.0017
+        fitted[ARTICLE_DESIGN] = [SimpleNamespace(validation_score_=s) for s in article_scores]
+        return fitted
+
+    assert choose_design(towers((0.169, 0.176, 0.184))).best == ARTICLE_DESIGN  # mean 0.1763
+    assert choose_design(towers((0.160, 0.170, 0.174))).best == "logq"  # mean 0.168: beaten
