@@ -253,8 +253,8 @@ def _read_checked(path: Path, reader: Callable[[Path], pd.DataFrame]) -> pd.Data
 
 def _assemble(ratings: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, source: str) -> RatingsData:
     """Map original ids to contiguous indices and tidy the item and user tables."""
-    items = items.sort_values("item_id").reset_index(drop=True)
-    users = users.sort_values("user_id").reset_index(drop=True)
+    items = items.sort_values("item_id", kind="stable").reset_index(drop=True)  # ids are unique
+    users = users.sort_values("user_id", kind="stable").reset_index(drop=True)
     item_index = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())
     user_index = pd.Series(np.arange(len(users)), index=users["user_id"].to_numpy())
     unknown_items = ~ratings["item_id"].isin(item_index.index)
@@ -302,7 +302,7 @@ def _check_counts(data: RatingsData) -> RatingsData:
         raise DataError(
             f"{data.source} does not hold MovieLens-100K: found {found}, expected {ML100K_COUNTS}"
         )
-    frame = data.interactions.frame.sort_values(["user", "item"])
+    frame = data.interactions.frame.sort_values(["user", "item"], kind="stable")  # pairs are unique
     ratings = np.ascontiguousarray(frame[["user", "item", "rating", "timestamp"]].to_numpy(np.int64))
     digests = {
         "ratings (u.data)": (hashlib.sha256(ratings.tobytes()).hexdigest(), ML100K_RATINGS_SHA256),

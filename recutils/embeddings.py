@@ -81,9 +81,8 @@ def user_profile_text(
         )
     # MovieLens users often rate several films within one second: those are ordered by item
     # index, so the text depends on the data alone, not on the row order or the sort algorithm.
-    liked = train.frame[train.frame["rating"] >= min_rating].sort_values(
-        ["user", "timestamp", "item"], ascending=[True, False, True], kind="stable"
-    )
+    liked = train.frame[train.frame["rating"] >= min_rating]
+    liked = liked.sort_values(["user", "timestamp", "item"], ascending=[True, False, True], kind="stable")
     names = [readable_title(str(t)) for t in items["title"]]
     titles_by_user = liked.groupby("user")["item"].apply(lambda s: [names[i] for i in s[:max_titles]])
     texts = []

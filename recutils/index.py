@@ -218,7 +218,7 @@ def _top_with_ties(scores: torch.Tensor, k: int, offset: int) -> tuple[torch.Ten
 
 def _canonical_top(scores: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k best of each row, best first, equal scores in increasing item index."""
-    by_id = torch.argsort(ids, dim=1)
+    by_id = torch.argsort(ids, dim=1, stable=True)  # ids are unique in a row
     scores, ids = scores.gather(1, by_id), ids.gather(1, by_id)
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
     return scores.gather(1, order), ids.gather(1, order)

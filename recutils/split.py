@@ -69,7 +69,7 @@ class Interactions:
                 f"interactions hold {int(pairs.sum())} repeated (user, item) rows, "
                 f"e.g. user {first['user']}, item {first['item']}: the metrics count each pair once, "
                 "so keep one row per pair "
-                "(e.g. frame.sort_values('timestamp').drop_duplicates(['user', 'item']))"
+                "(e.g. frame.sort_values('timestamp', kind='stable').drop_duplicates(['user', 'item']))"
             )
         for column, size in (("user", self.n_users), ("item", self.n_items)):
             values = self.frame[column]
