@@ -102,9 +102,10 @@ unit: $(STAMP)
 	$(PY) -m pytest tests --ignore=tests/browser
 
 # The built book in headless Chromium, from disk with no network; screenshots go to
-# _build/screenshots. Run after `html` (as `test` does).
+# _build/screenshots. Run after `html` (as `test` does), on the notebooks' code paths: the
+# explorers are checked against the lists recutils gives from the notebooks' cached models.
 browser: $(STAMP)
-	$(PY) -m pytest -rs tests/browser
+	$(ON_PATHS) $(PY) -m pytest -rs tests/browser
 
 # The notebooks are checked (and executed) in two groups at once, one CPU thread each; see
 # .ci/notebook-groups. Group A is chapter 4, which trains the towers that chapters 6a and 7 then

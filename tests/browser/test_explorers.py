@@ -38,10 +38,9 @@ def chapter5_models():
     from recutils.ensemble import book_members, tuned_combination
     from recutils.data import load_movielens_100k
     from recutils.embeddings import item_text, user_profile_text
-    from recutils.selection import choose
     from recutils.split import temporal_split, validation_split
     from recutils.text import TextEncoder
-    from recutils.variants import QUICK_VARIANTS, careful_variant, train_variants
+    from recutils.variants import QUICK_VARIANTS, careful_variant, choose_design, train_variants
 
     data = load_movielens_100k()
     encoder = TextEncoder()
@@ -49,7 +48,7 @@ def chapter5_models():
     p1 = temporal_split(data.interactions)
     p1_validation = validation_split(p1)
     towers = train_variants(item_vectors, p1.train, p1_validation, variants=QUICK_VARIANTS)
-    design = choose({key: [m.validation_score_ for m in towers[key]] for key in QUICK_VARIANTS})
+    design = choose_design(towers)
     members = book_members(
         item_vectors,
         lambda train: encoder.encode(user_profile_text(data.users, data.items, train)),
