@@ -194,7 +194,7 @@ class ScoreFusion(_Combiner):
         for model, weight in self._active():
             scores = model.score(users)
             vetoed |= torch.isneginf(scores) & ~seen
-            normalised = normalise_scores(scores, self.normalisation, seen)
+            normalised = _normalised(model, users, scores, self.normalisation, seen)
             # Vetoed entries end as -inf whatever the sum: 0 in their place keeps the arithmetic finite.
             normalised = normalised.masked_fill(torch.isneginf(normalised), 0.0)
             if self.method == "combmnz":
@@ -211,7 +211,7 @@ class ScoreFusion(_Combiner):
             if weight > 0:
                 scores = model.score(users)
                 vetoed |= torch.isneginf(scores) & ~seen
-                z = normalise_scores(scores, "zscore", seen)  # -inf stays -inf: probability 0
+                z = _normalised(model, users, scores, "zscore", seen)  # -inf stays -inf: probability 0
                 terms.append(
                     torch.log_softmax((z / tau).masked_fill(seen, float("-inf")), dim=1) + math.log(weight)
                 )
@@ -498,13 +498,37 @@ class CachedScores(Recommender):
 
     def _fit(self, train: Interactions) -> None:
         require_fitted_on(self.model, train)
-        self._memo: dict[bytes, torch.Tensor] = {}
+        self._memo: dict[tuple[bytes, str], torch.Tensor] = {}
+
+    def score(self, users: UserIndices) -> torch.Tensor:
+        # The wrapped model's score has checked its scores already: they are not checked again.
+        users = self._check_users(users)
+        return self._remember(users, "raw", lambda: self.model.score(users))
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
-        key = users.numpy().tobytes()
+        return self.score(users)
+
+    def normalised(self, users: torch.Tensor, method: Normalisation) -> torch.Tensor:
+        """``normalise_scores(score(users), method, mask=seen items)``, remembered like the scores."""
+        return self._remember(
+            users, method, lambda: normalise_scores(self.score(users), method, self.seen_[users])
+        )
+
+    def _remember(self, users: torch.Tensor, what: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        key = (users.numpy().tobytes(), what)
         if key not in self._memo:
-            self._memo[key] = self.model.score(users)
+            self._memo[key] = compute()
         return self._memo[key]
+
+
+def _normalised(
+    model: Recommender, users: torch.Tensor, scores: torch.Tensor, method: Normalisation, seen: torch.Tensor
+) -> torch.Tensor:
+    """A member's normalised scores inside a fusion (fitted on the member's train data, so
+    ``seen`` is the member's too): remembered by a :class:`CachedScores` member."""
+    if isinstance(model, CachedScores):
+        return model.normalised(users, method)
+    return normalise_scores(scores, method, seen)
 
 
 def cache_scores(models: Sequence[Recommender]) -> list[CachedScores]:

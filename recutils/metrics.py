@@ -43,11 +43,16 @@ def hits_at_k(recommended: torch.Tensor, relevant: Sequence[Sequence[int] | np.n
         raise ValueError(f"recommended must be (n_users, k), got shape {tuple(recommended.shape)}")
     if len(relevant) != len(recommended):
         raise ValueError(f"{len(recommended)} recommendation lists but {len(relevant)} relevant sets")
-    rows = [
-        torch.isin(rec, torch.from_numpy(np.array(rel, dtype=np.int64)))
-        for rec, rel in zip(recommended, relevant, strict=True)
-    ]
-    return torch.stack(rows) if rows else torch.zeros(0, recommended.shape[1], dtype=torch.bool)
+    # One (n_users, n_items) relevance matrix and a gather, not one isin per user.
+    items = [np.asarray(rel, dtype=np.int64).reshape(-1) for rel in relevant]
+    flat = np.concatenate(items) if items else np.zeros(0, dtype=np.int64)
+    if (flat < 0).any() or (recommended < 0).any():
+        raise ValueError("item indices must be non-negative")
+    width = int(max(flat.max(initial=-1), int(recommended.max()) if recommended.numel() else -1)) + 1
+    relevance = torch.zeros(len(recommended), width, dtype=torch.bool)
+    rows = np.repeat(np.arange(len(items)), [len(rel) for rel in items])
+    relevance[torch.from_numpy(rows), torch.from_numpy(flat)] = True
+    return relevance.gather(1, recommended.long()) if width else torch.zeros_like(recommended, dtype=torch.bool)
 
 
 def _check(
@@ -161,9 +166,16 @@ def evaluate(
     return (summary, table) if per_user else summary
 
 
+#: (train, test) fingerprints already shown disjoint: tuning evaluates one split hundreds of times.
+_DISJOINT: set[tuple[str, str]] = set()
+
+
 def _check_disjoint(split: Split) -> None:
     """Refuse a split in which a (user, item) pair is both train and test: seen items are never
     recommended, so such a test item could never be hit."""
+    pair = (split.train.fingerprint(), split.test.fingerprint())
+    if pair in _DISJOINT:
+        return
     n_items = split.train.n_items
     train, test = (
         part.frame["user"].to_numpy(np.int64) * n_items + part.frame["item"].to_numpy(np.int64)
@@ -177,6 +189,7 @@ def _check_disjoint(split: Split) -> None:
             f"(e.g. user {user}, item {item}); a seen item is never recommended, so they could "
             "never be hit: build the interactions with one row per pair before splitting"
         )
+    _DISJOINT.add(pair)
 
 
 def edge_parameters(best: Mapping[str, Any], grid: Mapping[str, Sequence[Any]]) -> list[str]:
@@ -237,7 +250,7 @@ def tune(
 
 @dataclass(frozen=True)
 class Bootstrap:
-    """A paired-bootstrap estimate of mean(a − b) over users, with a percentile interval."""
+    """A bootstrap estimate of mean(a − b) over users (and seeds), with a percentile interval."""
 
     difference: float
     low: float
@@ -258,6 +271,20 @@ class Bootstrap:
         return f"{self.difference:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
 
 
+def _check_resampling(n_resamples: int, level: float) -> None:
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    if n_resamples < 100:
+        raise ValueError(f"n_resamples must be at least 100, got {n_resamples}")
+
+
+def _percentile_interval(observed: float, draws: np.ndarray, level: float, n_users: int) -> Bootstrap:
+    """The central ``level`` share of the (n_resamples,) ``draws`` around the ``observed`` mean."""
+    tail = (1 - level) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return Bootstrap(float(observed), float(low), float(high), level, n_users)
+
+
 def paired_bootstrap(
     a: pd.Series, b: pd.Series, n_resamples: int = 2000, level: float = 0.95, seed: int = 0
 ) -> Bootstrap:
@@ -266,17 +293,15 @@ def paired_bootstrap(
     The users are resampled with replacement ``n_resamples`` times; each resample's
     mean difference is one draw, and the interval is the central ``level`` share of
     the draws (percentile method). Pairing (the same users on both sides) removes the
-    variation between users that both models share.
+    variation between users that both models share. For learned models this interval
+    holds the seeds fixed; :func:`two_level_bootstrap` resamples them too.
 
     Args:
         a, b: per-user metric values indexed by user (e.g. ``evaluate(..., per_user=True)[1]["NDCG@10"]``);
             both must hold the same users.
     Returns: the observed mean difference and its interval.
     """
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
-    if n_resamples < 100:
-        raise ValueError(f"n_resamples must be at least 100, got {n_resamples}")
+    _check_resampling(n_resamples, level)
     if len(a) == 0 or set(a.index) != set(b.index) or len(a) != len(b):
         raise ValueError("a and b must hold per-user values for the same, non-empty set of users")
     diff = (a - b.reindex(a.index)).to_numpy(np.float64)
@@ -284,6 +309,76 @@ def paired_bootstrap(
         raise ValueError("per-user values must be finite")
     rng = np.random.default_rng(seed)
     draws = diff[rng.integers(0, len(diff), size=(n_resamples, len(diff)))].mean(axis=1)
-    tail = (1 - level) / 2
-    low, high = np.quantile(draws, [tail, 1 - tail])
-    return Bootstrap(float(diff.mean()), float(low), float(high), level, len(diff))
+    return _percentile_interval(diff.mean(), draws, level, len(diff))
+
+
+def two_level_bootstrap(
+    a: pd.DataFrame,
+    b: pd.DataFrame | None = None,
+    n_resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Bootstrap:
+    """Bootstrap over users and training seeds of the mean difference a − b.
+
+    Each resample draws the users with replacement, the same users for both models (paired,
+    as in :func:`paired_bootstrap`), and, for each model with several seed columns, as many
+    seeds with replacement; its draw is the mean of ``a`` over the drawn users and seeds minus
+    the same for ``b``. The interval so covers both which users were tested and which training
+    runs happened to be kept. A model with one column is deterministic and keeps it. When both
+    models have the same seed columns, they draw the same seeds: the runs of one seed may share
+    training randomness (a combination of seed s holds the tower of seed s). When the seeds do
+    not vary, the user draws are :func:`paired_bootstrap`'s, so the two give the same interval.
+
+    Args:
+        a, b: (n_users × n_seeds) per-user metric, indexed by user, one column per seed
+            (:attr:`~recutils.selection.SeedResult.per_user`); both must hold the same users.
+            ``b`` None bootstraps the mean of ``a`` alone (to read against a fixed threshold).
+        n_resamples, level, seed: as for :func:`paired_bootstrap`.
+    Returns: the observed mean difference (over users and seeds) and its interval.
+    Raises:
+        ValueError: no users, different users, non-finite values, or no model with two seeds
+            (use :func:`paired_bootstrap`).
+    """
+    _check_resampling(n_resamples, level)
+    b = pd.DataFrame(0.0, index=a.index, columns=[0]) if b is None else b
+    values_a, values_b, same_seeds = _user_seed_arrays(a, b)
+    if values_a.shape[1] < 2 and values_b.shape[1] < 2:
+        raise ValueError("two_level_bootstrap needs at least 2 seeds for one of the models; "
+                         "for deterministic models use paired_bootstrap")
+    rng = np.random.default_rng(seed)
+    user_shares = _resample_shares(rng, n_resamples, len(values_a))
+    seeds_a = _resample_shares(rng, n_resamples, values_a.shape[1])
+    seeds_b = seeds_a if same_seeds else _resample_shares(rng, n_resamples, values_b.shape[1])
+    # (resamples × users) @ (users × seeds): each seed's mean over the drawn users, then over drawn seeds.
+    draws = ((user_shares @ values_a) * seeds_a).sum(axis=1) - ((user_shares @ values_b) * seeds_b).sum(axis=1)
+    return _percentile_interval(values_a.mean() - values_b.mean(), draws, level, len(values_a))
+
+
+def _user_seed_arrays(a: pd.DataFrame, b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``a`` and ``b`` as float arrays, rows in ``a``'s user order, after checking them; and
+    whether they have the same seed columns (then ``b``'s are put in ``a``'s order)."""
+    if len(a) == 0 or a.shape[1] == 0 or b.shape[1] == 0:
+        raise ValueError(f"a and b need users and seed columns, got shapes {a.shape} and {b.shape}")
+    if a.index.has_duplicates or set(a.index) != set(b.index) or len(a) != len(b):
+        raise ValueError("a and b must hold per-user values for the same users, each once "
+                         f"({len(a)} and {len(b)} rows, {len(set(a.index) ^ set(b.index))} users not shared)")
+    same_seeds = set(a.columns) == set(b.columns)
+    values_a = a.to_numpy(np.float64)
+    values_b = b.reindex(index=a.index, columns=a.columns if same_seeds else b.columns).to_numpy(np.float64)
+    if not (np.isfinite(values_a).all() and np.isfinite(values_b).all()):
+        raise ValueError("per-user values must be finite (a seed missing a user?)")
+    return values_a, values_b, same_seeds
+
+
+def _resample_shares(rng: np.random.Generator, n_resamples: int, n: int) -> np.ndarray:
+    """(n_resamples, n) share of each of ``n`` units among ``n`` drawn with replacement.
+
+    Users are drawn as :func:`paired_bootstrap` draws them, so the two share their draws.
+    """
+    if n == 1:
+        return np.ones((n_resamples, 1))
+    drawn = rng.integers(0, n, size=(n_resamples, n))
+    shares = np.zeros((n_resamples, n))
+    np.add.at(shares, (np.arange(n_resamples)[:, None], drawn), 1.0 / n)
+    return shares

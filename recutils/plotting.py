@@ -393,3 +393,67 @@ def plot_table_curves(table: pd.DataFrame, x: str, y: str = "validation NDCG@10"
         # Below the panel, where no line can run under it.
         ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, ncols=2)
     return fig
+
+
+def plot_forest(table: pd.DataFrame, label: str = "claim") -> Figure:
+    """A forest plot: one row per verdict, its interval and estimate against its threshold.
+
+    Every row gets its own x scale (NDCG gaps, shares and counts do not share units); the
+    threshold is a dashed line and the verdict is written at the right, coloured by kind.
+
+    Args:
+        table: one row per verdict with columns ``label``, ``estimate``, ``low``, ``high``,
+            ``threshold`` and ``verdict`` (e.g. :func:`recutils.ledger.ledger_table`); rows
+            without an interval (``low`` missing: claims not tested) are left out.
+        label: the column that names each row on the left.
+    Raises:
+        ValueError: a column is missing or no row has an interval.
+    """
+    needed = [label, "estimate", "low", "high", "threshold", "verdict"]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"plot_forest needs the columns {missing}; pass a ledger_table")
+    rows = table[table["low"].notna()]
+    if rows.empty:
+        raise ValueError("no row has an interval to plot")
+    colours = {"supported": "tab:green", "contradicted": "tab:red"}
+    fig, axes = plt.subplots(len(rows), 1, figsize=(9, 0.55 * len(rows) + 0.4), layout="constrained",
+                             squeeze=False)
+    for ax, (_, row) in zip(axes[:, 0], rows.iterrows(), strict=True):
+        colour = colours.get(row["verdict"], "tab:gray")
+        ax.hlines(0, row["low"], row["high"], color=colour, linewidth=3)
+        ax.plot([row["estimate"]], [0], marker="o", color=colour)
+        ax.axvline(row["threshold"], color="black", linestyle="--", linewidth=1)
+        # Room either side, so that a point interval (an exact count) and the threshold both show.
+        span = max(row["high"], row["threshold"]) - min(row["low"], row["threshold"])
+        pad = 0.15 * span if span > 0 else 1.0
+        ax.set_xlim(min(row["low"], row["threshold"]) - pad, max(row["high"], row["threshold"]) + pad)
+        ax.set_yticks([0], [row[label]])
+        ax.tick_params(axis="x", labelsize="small")
+        ax.text(1.01, 0.5, row["verdict"], transform=ax.transAxes, va="center", color=colour)
+        ax.spines[["top", "right", "left"]].set_visible(False)
+    return fig
+
+
+def plot_latency_by_concurrency(table: pd.DataFrame, target_ms: float | None = None) -> Figure:
+    """A load test's latency percentiles and throughput against the number of concurrent clients.
+
+    Args:
+        table: :func:`recutils.loadtest.load_test` rows (``clients``, ``p50 ms``, ``p99 ms``,
+            ``requests/s``) with a ``scenario`` column: one colour per scenario, p50 solid, p99 dashed.
+        target_ms: a latency target, drawn as a dotted line.
+    """
+    fig, (latency, throughput) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    for n, (scenario, rows) in enumerate(table.groupby("scenario", sort=False)):
+        colour = f"C{n}"
+        latency.plot(rows["clients"], rows["p50 ms"], marker="o", color=colour, label=f"{scenario} p50")
+        latency.plot(rows["clients"], rows["p99 ms"], marker="o", color=colour, linestyle="--", label=f"{scenario} p99")
+        throughput.plot(rows["clients"], rows["requests/s"], marker="o", color=colour, label=scenario)
+    if target_ms is not None:
+        latency.axhline(target_ms, color="black", linestyle=":", linewidth=1, label=f"target {target_ms:g} ms")
+    latency.set(title="Latency", xlabel="concurrent clients", ylabel="ms", xscale="log", yscale="log")
+    throughput.set(title="Throughput", xlabel="concurrent clients", ylabel="requests / s", xscale="log")
+    for ax in (latency, throughput):
+        ax.set_xticks(sorted(table["clients"].unique()), [str(c) for c in sorted(table["clients"].unique())])
+        ax.legend(fontsize="small")
+    return fig

@@ -49,6 +49,7 @@ class Recommender(ABC):
         """Remember the train data: what is seen, and the tie-break order."""
         self.train_ = train
         self.seen_ = train.matrix(binary=True) > 0
+        self.history_sizes_ = self.seen_.sum(dim=1)
         # Ties (many equal scores) are broken by a fixed random order of items, not
         # by item index: in MovieLens a low id means a popular film, so breaking by
         # index would quietly favour popular items.
@@ -125,7 +126,7 @@ class Recommender(ABC):
         """
         users = self._check_users(users)
         allowed = self._allowed(users, k, exclude_seen, candidates)
-        return self._order(self.score(users), allowed)[:, :k]
+        return self._top(self.score(users), allowed, k)
 
     def _allowed(
         self, users: torch.Tensor, k: int, exclude_seen: bool, candidates: torch.Tensor | None
@@ -184,6 +185,27 @@ class Recommender(ABC):
             order = order.gather(1, torch.sort(disallowed, dim=1, stable=True).indices)
         return self.tie_order_[order]
 
+    def _top(self, scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
+        """The first k columns of :meth:`_order`, sorting only each row's candidates for them.
+
+        The candidates are the items whose masked score reaches the row's k-th largest; one
+        stable sort of them, in the fixed random order, gives :meth:`_order`'s first k. When a
+        row has fewer than k finite allowed scores, every row takes the full sort.
+        """
+        masked = scores[:, self.tie_order_].masked_fill(~allowed[:, self.tie_order_], float("-inf"))
+        kth = torch.topk(masked, k, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
+        if bool(torch.isneginf(kth).any()):
+            return self._order(scores, allowed)[:, :k]
+        candidate = masked >= kth
+        rows, columns = torch.nonzero(candidate, as_tuple=True)  # row-major: columns ascend in a row
+        slots = candidate.cumsum(dim=1)[rows, columns] - 1
+        width = int(slots.max()) + 1
+        packed = torch.full((len(masked), width), float("-inf"), dtype=masked.dtype)
+        packed_columns = torch.zeros(len(masked), width, dtype=torch.int64)
+        packed[rows, slots], packed_columns[rows, slots] = masked[rows, columns], columns
+        best = torch.sort(packed, dim=1, descending=True, stable=True).indices[:, :k]
+        return self.tie_order_[packed_columns.gather(1, best)]
+
     def _check_users(self, users: UserIndices) -> torch.Tensor:
         if not hasattr(self, "train_"):
             raise RuntimeError(f"{self.name} is not fitted; call fit(train) first")
@@ -201,7 +223,7 @@ class Recommender(ABC):
                 f"user index {int(outside[0])} is not in the training data ({n} users, indices 0..{n - 1})"
             )
         if self.needs_history:
-            empty = users[self.seen_[users].sum(dim=1) == 0]
+            empty = users[self.history_sizes_[users] == 0]
             if len(empty):
                 raise ValueError(
                     f"user {int(empty[0])} has no interactions in the training data and {self.name} "

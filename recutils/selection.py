@@ -4,9 +4,9 @@ Every choice in the book (a variant, a weight, a k, a β, a temperature) goes
 through :func:`choose`, which sees only validation numbers and says what it
 chose; test is then evaluated once, for that choice. Stochastic models are
 evaluated with :func:`evaluate_seeds`, which reports the mean and standard
-deviation over seeds and the per-user metric averaged over seeds, the input of
-:func:`~recutils.metrics.paired_bootstrap`; :func:`evaluate_over_seeds` does that for several
-systems at once.
+deviation over seeds and the per-user metric per seed, the input of
+:func:`~recutils.metrics.two_level_bootstrap` (users and seeds resampled together);
+:func:`evaluate_over_seeds` does that for several systems at once.
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ class SeedResult:
 
     Attributes:
         summary: one row per seed (index ``seed``) with every metric of :func:`evaluate`.
-        per_user: (users × seeds) table of the per-user metric, one column per seed.
+        per_user: (users × seeds) table of the per-user metric, one column per seed: pair it with
+            another model's in :func:`~recutils.metrics.two_level_bootstrap`.
         metric: the per-user metric kept.
     """
 
@@ -136,7 +137,7 @@ class SeedResult:
 
     @property
     def user_mean(self) -> pd.Series:
-        """The per-user metric averaged over seeds: pair this with another model's in a bootstrap."""
+        """The per-user metric averaged over seeds; a bootstrap over it holds the seeds fixed."""
         return self.per_user.mean(axis=1)
 
     def __str__(self) -> str:

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from recutils.cache import cache_dir, kernel_paths, warn_rebuild
-from recutils.checkpoint import save_checkpoint
+from recutils.cache import cached_folder, kernel_paths
+from recutils.checkpoint import read_checkpoint, save_checkpoint
 from recutils.checks import check_int, check_number
 from recutils.metrics import evaluate
 from recutils.recommender import Recommender, VectorRecommender
@@ -286,19 +285,17 @@ class SequenceTower(VectorRecommender):
     def _fit(self, train: Interactions) -> None:
         if len(self.item_vectors) != train.n_items:
             raise ValueError(f"item_vectors has {len(self.item_vectors)} rows for {train.n_items} items")
-        folder = cache_dir() / "seqtower" / self._cache_key(train)
-        if self.use_cache and folder.exists():
-            try:
-                self._load(folder, train)
-                return
-            except Exception as exc:  # a damaged entry: train again
-                warn_rebuild(folder, f"{type(exc).__name__}: {exc}")
+        # Under a lock, like the two-tower: the other notebook group loads what this one trains.
+        cached_folder(
+            "seqtower", self._cache_key(train), lambda folder: self._load(folder, train),
+            lambda: self._train_and_refit(train), lambda folder: self._save(folder, train), self.use_cache,
+        )
+
+    def _train_and_refit(self, train: Interactions) -> None:
         self.net_, self.log_, _, self.validation_log_ = early_stop_then_refit(
             self._train, train, self.validation, self.config.epochs, self.config.refit
         )
         self._histories = ordered_histories(train)
-        if self.use_cache:
-            self._save(folder, train)
 
     def _train(self, train: Interactions, epochs: int, monitor: Split | None) -> tuple[SequenceNet, TrainingLog]:
         with repeatable_training():
@@ -398,11 +395,12 @@ class SequenceTower(VectorRecommender):
         save_checkpoint(folder, {"model": self.net_}, meta)
 
     def _load(self, folder: Path, train: Interactions) -> None:
-        meta = json.loads((folder / "config.json").read_text())
-        if meta["config"] != asdict(self.config) or meta["train_fingerprint"] != train.fingerprint():
-            raise ValueError(f"checkpoint {folder} was made with another config or other data")
+        meta, state = read_checkpoint(
+            folder, "sequence-tower", asdict(self.config), train.fingerprint(), {},
+            {"item_text": ("item vectors", self.item_vectors)},
+        )
         net = SequenceNet(self.item_vectors, self.config)
-        net.load_state_dict(load_file(folder / "model.safetensors"))
+        net.load_state_dict(state)
         self.net_ = net.to(self.device).eval()
         self.log_ = TrainingLog(**meta["log"])
         self.validation_log_ = TrainingLog(**meta["validation_log"]) if meta["validation_log"] else None

@@ -97,8 +97,15 @@ class Interactions:
         return m
 
     def items_by_user(self) -> dict[int, np.ndarray]:
-        """Item indices of each user who has at least one interaction."""
-        return {int(u): g.to_numpy(np.int64) for u, g in self.frame.groupby("user", sort=True)["item"]}
+        """Item indices of each user who has at least one interaction (computed once per
+        object, like :meth:`fingerprint`; do not modify the returned arrays)."""
+        cached = self.__dict__.get("_items_by_user")
+        if cached is None:
+            cached = {int(u): g.to_numpy(np.int64) for u, g in self.frame.groupby("user", sort=True)["item"]}
+            for items in cached.values():
+                items.flags.writeable = False
+            object.__setattr__(self, "_items_by_user", cached)
+        return dict(cached)
 
     def user_counts(self) -> torch.Tensor:
         """Returns: (n_users,) int64 number of interactions per user."""

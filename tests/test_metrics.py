@@ -19,6 +19,7 @@ from recutils.metrics import (
     precision_at_k,
     recall_at_k,
     tune,
+    two_level_bootstrap,
 )
 
 # One user, k = 5, relevant {2, 9, 4}; recommended [2, 7, 4, 1, 8] -> hits at ranks 1 and 3.
@@ -159,6 +160,88 @@ def test_paired_bootstrap_errors():
         paired_bootstrap(a, pd.Series([0.1, np.nan], index=[0, 1]))
     with pytest.raises(ValueError, match="level"):
         paired_bootstrap(a, a, level=1.0)
+
+
+def _frame(columns, users=None):
+    """A (users × seeds) per-user metric table, one column per seed, as SeedResult.per_user."""
+    frame = pd.DataFrame(columns)
+    return frame if users is None else frame.set_axis(users)
+
+
+def test_two_level_bootstrap_without_seed_noise_is_the_one_level_interval():
+    # Every seed gives each user the same score: the seed draws change nothing, and the user
+    # draws are paired_bootstrap's, so the two intervals agree.
+    rng = np.random.default_rng(3)
+    per_user = rng.uniform(0, 1, 60)
+    a = _frame({0: per_user, 1: per_user, 2: per_user}, users=range(100, 160))
+    b = _frame({0: rng.uniform(0, 1, 60)}, users=range(100, 160))
+    two = two_level_bootstrap(a, b, seed=5)
+    one = paired_bootstrap(a.mean(axis=1), b[0], seed=5)
+    assert (two.difference, two.low, two.high) == pytest.approx((one.difference, one.low, one.high), rel=1e-12)
+    assert two.n_users == 60
+
+
+def test_two_level_bootstrap_widens_by_the_seed_noise_derived_by_hand():
+    # Users do not vary; seeds give 0, 0 and 3. The mean of three seeds drawn with replacement
+    # is 0 (probability 8/27), 1 (12/27), 2 (6/27) or 3 (1/27): 0 and 3 both hold more than 2.5 %
+    # of the draws, so the 95 % interval is [0, 3], where the one-level interval over
+    # seed-averaged scores (all 1) is [1, 1].
+    a = _frame({0: np.zeros(20), 1: np.zeros(20), 2: np.full(20, 3.0)})
+    result = two_level_bootstrap(a, n_resamples=4000)
+    assert (result.difference, result.low, result.high) == pytest.approx((1.0, 0.0, 3.0))
+    one = paired_bootstrap(a.mean(axis=1), pd.Series(np.zeros(20)))
+    assert (one.low, one.high) == pytest.approx((1.0, 1.0))
+
+
+def test_two_level_bootstrap_adds_user_and_seed_variance():
+    # a[u, s] = x_u + y_s: a draw is the mean of n drawn x plus the mean of k drawn y, so its
+    # variance is var(x) / n + var(y) / k (population variances). Here both terms are equal,
+    # and the interval is √2 times as wide as the one over users alone: 2 · 1.96 · sd.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(0, 1, 400), rng.normal(0, 1, 40)
+    x, y = (x - x.mean()) / x.std() * 2.0, (y - y.mean()) / y.std() * np.sqrt(0.4)  # 4 / 400 = 0.4 / 40
+    n, k = len(x), len(y)
+    expected_sd = np.sqrt(x.var() / n + y.var() / k)
+    a = _frame({s: x + y[s] for s in range(k)})
+    result = two_level_bootstrap(a, n_resamples=10000)
+    assert result.high - result.low == pytest.approx(2 * 1.96 * expected_sd, rel=0.05)
+    users_only = two_level_bootstrap(_frame({s: x for s in range(k)}), n_resamples=10000)
+    assert users_only.high - users_only.low == pytest.approx(2 * 1.96 * np.sqrt(x.var() / n), rel=0.05)
+
+
+def test_two_level_bootstrap_pairs_models_with_the_same_seeds():
+    # b is a minus 0.1 run by run: drawing the same seeds for both leaves a difference of 0.1
+    # in every resample; independent seed draws would spread it.
+    rng = np.random.default_rng(1)
+    a = _frame({s: rng.uniform(0, 1, 30) for s in (0, 1, 2)})
+    b = (a - 0.1)[[2, 0, 1]]  # the same seeds in another column order
+    result = two_level_bootstrap(a, b)
+    assert (result.difference, result.low, result.high) == pytest.approx((0.1, 0.1, 0.1))
+    unpaired = two_level_bootstrap(a, b.set_axis([5, 6, 7], axis=1))
+    assert unpaired.high - unpaired.low > 0.01
+
+
+def test_two_level_bootstrap_is_repeatable_with_a_seed():
+    rng = np.random.default_rng(2)
+    a = _frame({s: rng.uniform(0, 1, 30) for s in (0, 1, 2)})
+    assert two_level_bootstrap(a, seed=4) == two_level_bootstrap(a, seed=4)
+    assert two_level_bootstrap(a, seed=4) != two_level_bootstrap(a, seed=5)
+
+
+def test_two_level_bootstrap_errors():
+    a = _frame({0: [0.1, 0.2], 1: [0.3, 0.4]})
+    with pytest.raises(ValueError, match="same users"):
+        two_level_bootstrap(a, _frame({0: [0.1, 0.2]}, users=[0, 2]))
+    with pytest.raises(ValueError, match="same users"):
+        two_level_bootstrap(_frame({0: [0.1, 0.2], 1: [0.3, 0.4]}, users=[0, 0]))
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        two_level_bootstrap(a[[0]], _frame({0: [0.1, 0.2]}))
+    with pytest.raises(ValueError, match="finite"):
+        two_level_bootstrap(a, _frame({0: [0.1, np.nan]}))
+    with pytest.raises(ValueError, match="seed columns"):
+        two_level_bootstrap(a.iloc[:0])
+    with pytest.raises(ValueError, match="n_resamples"):
+        two_level_bootstrap(a, n_resamples=10)
 
 
 def test_tune_refuses_a_choice_at_the_edge_of_its_grid(synthetic):

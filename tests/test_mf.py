@@ -24,8 +24,8 @@ def test_ials_recovers_planted_clusters(synthetic):
 
 def test_ials_scores_are_the_product_of_its_factors_and_follow_the_seed(synthetic):
     split = temporal_split(synthetic.interactions)
-    a, b = (ImplicitALS(factors=4, seed=s).fit(split.train) for s in (0, 0))
-    c = ImplicitALS(factors=4, seed=1).fit(split.train)
+    a, b = (ImplicitALS(factors=4, seed=0, use_cache=False).fit(split.train) for _ in range(2))
+    c = ImplicitALS(factors=4, seed=1, use_cache=False).fit(split.train)
     users = torch.tensor([0, 5])
     assert torch.allclose(a.score(users), a.user_factors_[users] @ a.item_factors_.T)
     assert torch.equal(a.score(users), b.score(users))
@@ -47,3 +47,19 @@ def test_ials_scores_are_the_product_of_its_factors_and_follow_the_seed(syntheti
 def test_ials_bad_settings(kwargs, word):
     with pytest.raises(ValueError, match=word):
         ImplicitALS(**kwargs)
+
+
+def test_ials_reuses_cached_factors_and_rebuilds_a_damaged_entry(synthetic, empty_cache):
+    split = temporal_split(synthetic.interactions)
+    fresh = ImplicitALS(factors=4, seed=3).fit(split.train)
+    entries = list((empty_cache / "ials").iterdir())
+    assert len(entries) == 1
+    (entries[0] / "factors.safetensors").write_bytes(b"not a tensor file")
+    with pytest.warns(RuntimeWarning, match="ials"):
+        rebuilt = ImplicitALS(factors=4, seed=3).fit(split.train)
+    assert torch.equal(rebuilt.item_factors_, fresh.item_factors_)
+    loaded = ImplicitALS(factors=4, seed=3).fit(split.train)  # from the rebuilt entry
+    assert torch.equal(loaded.user_factors_, fresh.user_factors_)
+    ImplicitALS(factors=4, seed=4).fit(split.train)  # another seed is another entry
+    ImplicitALS(factors=4, seed=3).fit(split.test)  # other interactions too
+    assert len(list((empty_cache / "ials").iterdir())) == 3

@@ -8,6 +8,7 @@ import pytest  # noqa: E402
 from recutils.plotting import (  # noqa: E402
     plot_cost_growth,
     plot_data_overview,
+    plot_forest,
     plot_metric_bars,
     plot_position_bias,
     plot_table_curves,
@@ -195,3 +196,39 @@ def test_table_curves_draw_one_line_per_model_per_protocol_skipping_untried_sett
     assert p1.get_xscale() == "symlog"  # 0 is a setting, so the axis is linear near it
     timed = plot_table_curves(table.set_axis([1.0, 4.0, 16.0]), "queries", "ms", log_y=True).axes[0]
     assert timed.get_xscale() == "log" and timed.get_yscale() == "log"
+
+
+def test_forest_plot_one_panel_per_verdict_with_its_interval_and_threshold():
+    table = pd.DataFrame({
+        "claim": ["accuracy", "privacy", "explainability"],
+        "estimate": [-0.003, float("nan"), 0.86], "low": [-0.009, float("nan"), 0.84],
+        "high": [0.002, float("nan"), 0.88], "threshold": [0.0, float("nan"), 0.9],
+        "verdict": ["not shown", "not tested", "supported"],
+    })
+    accuracy, explainability = plot_forest(table).axes  # the untested claim has no panel
+    assert [t.get_text() for t in accuracy.get_yticklabels()] == ["accuracy"]
+    (interval,) = explainability.collections
+    assert interval.get_segments()[0][:, 0] == pytest.approx([0.84, 0.88])
+    threshold = explainability.get_lines()[-1]
+    assert list(threshold.get_xdata()) == [0.9, 0.9]
+    low, high = explainability.get_xlim()
+    assert low < 0.84 and high > 0.9  # the threshold is in view, beyond the interval
+    assert [t.get_text() for t in explainability.texts] == ["supported"]
+    with pytest.raises(ValueError, match="threshold"):
+        plot_forest(table.drop(columns="threshold"))
+    with pytest.raises(ValueError, match="no row"):
+        plot_forest(table.iloc[[1]])
+
+
+def test_latency_by_concurrency_draws_p50_and_p99_per_scenario_and_the_target():
+    from recutils.plotting import plot_latency_by_concurrency
+
+    table = pd.DataFrame({"scenario": ["exact"] * 2 + ["text"] * 2, "clients": [1, 16, 1, 16],
+                          "p50 ms": [2.0, 30.0, 10.0, 90.0], "p99 ms": [5.0, 60.0, 20.0, 150.0],
+                          "requests/s": [400.0, 500.0, 90.0, 100.0]})
+    latency, throughput = plot_latency_by_concurrency(table, target_ms=50).axes
+    labels = [t.get_text() for t in latency.get_legend().get_texts()]
+    assert labels == ["exact p50", "exact p99", "text p50", "text p99", "target 50 ms"]
+    assert list(latency.get_lines()[3].get_ydata()) == [20.0, 150.0]
+    assert list(throughput.get_lines()[1].get_ydata()) == [90.0, 100.0]
+    assert latency.get_yscale() == "log" and [t.get_text() for t in latency.get_xticklabels()] == ["1", "16"]

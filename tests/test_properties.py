@@ -235,6 +235,26 @@ def test_finite_scores_are_ordered_exactly_as_before(scores, data):
         assert torch.equal(model.recommend(users, n_allowed, candidates=candidates), expected)
 
 
+@QUICK
+@given(tied_scores, st.data())
+def test_recommend_sorts_only_the_top_candidates_yet_gives_the_full_orders_first_k(scores, data):
+    # recommend's short cut (Recommender._top) against the full sort, on ties and on -inf scores.
+    scores = scores.masked_fill(torch.tensor(data.draw(_bool_matrix(scores.shape))), MINUS_INF)
+    model = Fixed(scores).fit(_train(len(scores)))
+    users = torch.arange(len(scores))
+    allowed = torch.tensor(data.draw(_bool_matrix(scores.shape)))
+    for k in range(1, N_ITEMS + 1):
+        expected = model._order(scores, allowed)[:, :k]
+        assert torch.equal(model._top(scores, allowed, k), expected)
+    n_unseen = int((~model.seen_[users]).sum(dim=1).min())
+    if n_unseen:
+        assert torch.equal(model.recommend(users, n_unseen), model._order(scores, ~model.seen_[users])[:, :n_unseen])
+
+
+def _bool_matrix(shape):
+    return st.lists(st.lists(st.booleans(), min_size=shape[1], max_size=shape[1]), min_size=shape[0], max_size=shape[0])
+
+
 @st.composite
 def minus_inf_case(draw):
     """Users with several seen items and a model that scores many items -inf (seen or not)."""
