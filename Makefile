@@ -26,7 +26,7 @@ else
 $(error CPU_PATHS must be avx2 or native, not $(CPU_PATHS))
 endif
 
-.PHONY: book execute test unit notebooks check-native html browser bench venv vendor lock lab clean
+.PHONY: book execute test unit notebooks check-native html browser bench venv vendor lock lab serve clean
 
 venv: $(STAMP)
 
@@ -98,8 +98,16 @@ $(VENDOR_STAMP): Makefile book/_ext/cjk_font.py $(CJK_SOURCES) | $(STAMP)
 html: $(STAMP) $(VENDOR_STAMP)
 	$(JB) build . --all -n -W --keep-going
 
+# The unit tests in two processes side by side, one CPU thread each: most tests run small
+# models whose kernels are too short to share between threads (a second thread only adds
+# waiting), so two processes finish in about half the time. The two-tower's tests are half the work.
+UNIT_A := tests/test_twotower.py
 unit: $(STAMP)
-	$(PY) -m pytest tests --ignore=tests/browser
+	@mkdir -p _build
+	@OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider $(UNIT_A) >_build/unit-a.log 2>&1 & a=$$!; \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/browser $(addprefix --ignore=,$(UNIT_A)); b=$$?; \
+	wait $$a; status_a=$$?; echo "----- $(UNIT_A) (_build/unit-a.log)"; tail -n 40 _build/unit-a.log; \
+	[ $$status_a -eq 0 ] && [ $$b -eq 0 ]
 
 # The built book in headless Chromium, from disk with no network; screenshots go to
 # _build/screenshots. Run after `html` (as `test` does), on the notebooks' code paths: the
@@ -133,7 +141,13 @@ test: unit notebooks html browser
 # BENCH_ARGS="--sections encode retrieval", or BENCH_ARGS=--quick for tiny sizes
 # (--p2-tower adds the two-tower's P2 check on int8 vectors, about 6 minutes more).
 bench: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/run.py $(BENCH_ARGS)
+	OMP_WAIT_POLICY=PASSIVE BENCH_NOTEBOOK_ENV='$(AVX2_PATHS)' $(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# The book's recommender behind an HTTP API on 127.0.0.1:8000 (chapter 9; recutils.serve), on the
+# notebooks' CPU paths so that it loads chapter 4's cached towers. Stop it with Ctrl-C.
+# SERVE_ARGS="--port 8080 --index exact hnsw" picks the port and the indexes.
+serve: $(STAMP)
+	$(ON_PATHS) $(PY) -m recutils.serve $(SERVE_ARGS)
 
 clean:
 	rm -rf _build

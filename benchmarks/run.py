@@ -14,7 +14,10 @@ Sections (all by default; choose with ``--sections encode retrieval``):
   full-catalogue scoring time as items grow; log–log slopes.
 - gpu: encoder throughput (fp32, fp16, bf16) and exact search on a CUDA device, or
   a table that says "not measured: no CUDA device"; nothing else needs one.
-- book: wall time of each notebook, executed as ``make book`` does.
+- serving: the book's recommender behind its HTTP API on loopback: p50/p95/p99 latency and
+  throughput at 1-64 concurrent clients for known users (exact and HNSW), new-user text (int8)
+  and deliberately bad requests; the HNSW lists' agreement with exact.
+- book: wall time of each notebook, warm (or ``--cold-book``: empty caches), as ``make test`` runs them.
 
 Comparisons run side by side (alternating order, several repetitions) and are
 reported as ratios of medians. Results go to ``benchmarks/results/latest.json`` (all
@@ -22,7 +25,7 @@ tables, the machine, the date) and one CSV per table; the book's performance
 appendix renders that file. ``--quick`` runs tiny sizes, to check the runner itself.
 
 Each section is a module beside this runner (``encode.py``, ``retrieval.py``, ``training.py``,
-``gpu.py``, ``book.py``), its targets made by ``targets.py``; this file keeps the command line.
+``gpu.py``, ``serving.py``, ``book.py``), its targets made by ``targets.py``; this file keeps the command line.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from book import bench_book  # noqa: E402
 from encode import bench_encode  # noqa: E402
 from gpu import bench_gpu  # noqa: E402
 from retrieval import bench_retrieval  # noqa: E402
+from serving import bench_serving  # noqa: E402
 from training import bench_training  # noqa: E402
 
 from recutils.benchmark import machine_description  # noqa: E402
@@ -59,6 +63,7 @@ SECTIONS: dict[str, Callable[..., dict]] = {
     "retrieval": bench_retrieval,
     "training": bench_training,
     "gpu": bench_gpu,
+    "serving": bench_serving,
     "book": bench_book,
 }
 
@@ -72,9 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also train the two-tower over seeds on fp32 and int8 vectors (about 6 min)",
     )
+    parser.add_argument(
+        "--cold-book",
+        action="store_true",
+        help="run the book section against an empty cache: every encoding and training again (about an hour)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for latest.json and the CSVs")
     args = parser.parse_args(argv)
-    options = {"encode": {"p2_tower": args.p2_tower}}
+    options = {"encode": {"p2_tower": args.p2_tower}, "book": {"cold": args.cold_book}}
 
     previous = args.out / "latest.json"
     results = json.loads(previous.read_text()) if previous.is_file() else {"sections": {}}
