@@ -100,13 +100,15 @@ html: $(STAMP) $(VENDOR_STAMP)
 
 # The unit tests in two processes side by side, one CPU thread each: most tests run small
 # models whose kernels are too short to share between threads (a second thread only adds
-# waiting), so two processes finish in about half the time. The two-tower's tests are half the work.
-UNIT_A := tests/test_twotower.py
+# waiting), so two processes finish in about half the time. Group A holds the slowest files (Ray,
+# the towers, the server, processes racing on the cache), about half of the work.
+UNIT_A := tests/test_scale.py tests/test_twotower.py tests/test_serve.py tests/test_caches.py \
+	tests/test_seqtower.py tests/test_lmrerank.py
 unit: $(STAMP)
 	@mkdir -p _build
 	@OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider $(UNIT_A) >_build/unit-a.log 2>&1 & a=$$!; \
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/browser $(addprefix --ignore=,$(UNIT_A)); b=$$?; \
-	wait $$a; status_a=$$?; echo "----- $(UNIT_A) (_build/unit-a.log)"; tail -n 40 _build/unit-a.log; \
+	wait $$a; status_a=$$?; echo "----- unit group A (_build/unit-a.log)"; tail -n 40 _build/unit-a.log; \
 	[ $$status_a -eq 0 ] && [ $$b -eq 0 ]
 
 # The built book in headless Chromium, from disk with no network; screenshots go to

@@ -16,7 +16,7 @@ import torch
 from recutils.baselines import EASE
 from recutils.cf import ContentRecommender, ItemKNN
 from recutils.perturb import ExcludeConsumed, restrict_test, truncate_histories
-from recutils.recommender import Recommender, require_fitted_on
+from recutils.recommender import Recommender
 from recutils.selection import SeedResult, evaluate_seeds
 from recutils.split import Interactions, Split
 from recutils.twotower import TwoTower
