@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recutils.metrics import paired_bootstrap
+from recutils.metrics import paired_bootstrap, two_level_bootstrap
 from recutils.recommender import Recommender, require_fitted_on
 from recutils.selection import evaluate_seeds
 from recutils.split import Interactions, Split
@@ -93,20 +93,34 @@ def inject_fake_users(split: Split, target: int, n_fake: int, filler: torch.Tens
 
 def add_noise(split: Split, share: float, seed: int = 0) -> Split:
     """Replace a random ``share`` of the train interactions with random items the user
-    has not interacted with (accidental clicks, shared accounts)."""
+    has not interacted with in train (accidental clicks, shared accounts).
+
+    The draw reads the train part only: a noisy click cannot know what the user will watch
+    later, so the noisy train data do not depend on the test set. A replacement may so be one
+    of the user's test films; that film is then seen, can never be recommended or hit, and its
+    test pair is dropped from the returned test part (train and test must stay disjoint).
+    Compare a clean model on the same test rows (:func:`noise_effect` does).
+    """
     if not 0 <= share < 1:
         raise ValueError(f"share must lie in [0, 1), got {share}")
     rng = np.random.default_rng(seed)
     frame = split.train.frame.copy()
-    n_items = split.train.n_items
-    seen = split.train.matrix(binary=True).bool() | split.test.matrix(binary=True).bool()
+    seen = split.train.matrix(binary=True).bool()
     for row in rng.choice(len(frame), round(share * len(frame)), replace=False):
         user = int(frame.iat[row, frame.columns.get_loc("user")])
         unseen = np.flatnonzero(~seen[user].numpy())
         item = int(rng.choice(unseen))
         seen[user, item] = True
         frame.iat[row, frame.columns.get_loc("item")] = item
-    return _with_train(split, frame)
+    noisy = _with_train(split, frame)
+    test = split.test.frame
+    n_items = split.train.n_items
+    added = np.isin(test["user"].to_numpy(np.int64) * n_items + test["item"].to_numpy(np.int64),
+                    frame["user"].to_numpy(np.int64) * n_items + frame["item"].to_numpy(np.int64))
+    if not added.any():
+        return noisy
+    kept = Interactions(test[~added].reset_index(drop=True), split.test.n_users, split.test.n_items)
+    return Split(split.protocol, noisy.train, kept, split.candidates)
 
 
 class ExcludeConsumed(Recommender):
@@ -205,14 +219,18 @@ def noise_effect(
     """Each model retrained on ``noisy`` (one run per fitted seed) against its clean self.
 
     The noisy models never recommend what a user consumed in the clean train data
-    (:class:`ExcludeConsumed`). Returns one row per model: clean and noisy NDCG@10 (mean,
-    sd), the relative ``noise cost``, ``n`` seeds and the paired bootstrap ``gap``
-    (noisy − clean).
+    (:class:`ExcludeConsumed`). Both sides are evaluated on ``noisy``'s test rows (those
+    :func:`add_noise` left: a test film the noise put in train can be hit by neither).
+    Returns one row per model: clean and noisy NDCG@10 (mean, sd), the relative ``noise
+    cost``, ``n`` seeds and the ``gap`` (noisy − clean) with its bootstrap interval: over
+    users and seeds (:func:`~recutils.metrics.two_level_bootstrap`) for a model with several
+    seeds, over users (:func:`~recutils.metrics.paired_bootstrap`) for one run.
     """
+    on_noisy_test = Split(split.protocol, split.train, noisy.test, split.candidates)
     rows = {}
     for name, models in fitted.items():
         seeds = range(len(models))
-        clean = evaluate_seeds(lambda s, ms=models: ms[s], split, seeds=seeds)
+        clean = evaluate_seeds(lambda s, ms=models: ms[s], on_noisy_test, seeds=seeds)
         dirty = evaluate_seeds(
             lambda s, name=name: ExcludeConsumed(refit(name, noisy, s).fit(noisy.train), split.train).fit(
                 noisy.train
@@ -224,6 +242,7 @@ def noise_effect(
             "NDCG@10 clean": clean.mean, "clean sd": clean.sd,
             "NDCG@10 with noise": dirty.mean, "noisy sd": dirty.sd,
             "noise cost": 1 - dirty.mean / clean.mean, "n": len(models),
-            "gap": paired_bootstrap(dirty.user_mean, clean.user_mean),
+            "gap": (two_level_bootstrap(dirty.per_user, clean.per_user) if len(models) > 1
+                    else paired_bootstrap(dirty.user_mean, clean.user_mean)),
         }
     return pd.DataFrame(rows).T

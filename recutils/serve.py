@@ -135,7 +135,7 @@ class ServedTower(VectorRecommender):
         if (allowed.sum(dim=1) < k).any():
             fewest = int(allowed.sum(dim=1).min())
             raise ValueError(f"k={k} is larger than the {fewest} films left to recommend")
-        return self._order(queries @ self.item_h_.T, allowed)[:, :k]
+        return self._top(queries @ self.item_h_.T, allowed, k)
 
 
 @dataclass

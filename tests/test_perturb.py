@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from recutils.baselines import EASE, Popularity
-from recutils.metrics import evaluate
+from recutils.metrics import evaluate, two_level_bootstrap
 from recutils.perturb import (
     ExcludeConsumed,
     add_noise,
@@ -16,7 +16,8 @@ from recutils.perturb import (
     target_reach,
     truncate_histories,
 )
-from recutils.split import temporal_split
+from recutils.selection import evaluate_seeds
+from recutils.split import Split, temporal_split
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +77,22 @@ def test_noise_replaces_a_share_with_unseen_items(split):
     assert len(noisy.train) == len(split.train)
     changed = (noisy.train.frame["item"] != split.train.frame["item"]).sum()
     assert changed == round(0.25 * len(split.train))
-    # No duplicate (user, item) pairs and no test item leaks into train.
+    # No duplicate (user, item) pairs: a replacement is a film the user had not rated in train.
     assert not noisy.train.frame.duplicated(["user", "item"]).any()
-    pairs = set(map(tuple, noisy.train.frame[["user", "item"]].to_numpy()))
-    assert not pairs & set(map(tuple, split.test.frame[["user", "item"]].to_numpy()))
+    # A test film the noise put in train leaves the test part (it could never be hit); nothing else does.
+    pairs = lambda frame: set(map(tuple, frame[["user", "item"]].to_numpy()))  # noqa: E731
+    train, test, noisy_test = pairs(noisy.train.frame), pairs(split.test.frame), pairs(noisy.test.frame)
+    assert not train & noisy_test
+    assert test - noisy_test == test & train
+
+
+def test_noise_draws_do_not_read_the_test_set(split):
+    # The same train data with another test set (two users' test rows only) gives the same noise.
+    noisy = add_noise(split, 0.25, seed=0)
+    other_test = add_noise(restrict_test(split, [0, 1]), 0.25, seed=0)
+    pd.testing.assert_frame_equal(noisy.train.frame, other_test.train.frame)
+    # Noise may land on a user's test film: with a share this large it does on the toy data.
+    assert len(noisy.test) < len(split.test)
 
 
 def test_exclude_consumed_never_recommends_removed_train_items(split):
@@ -154,3 +167,19 @@ def test_noise_effect_excludes_consumed_films_and_compares_paired(split):
     assert row["n"] == 1
     assert row["noise cost"] == pytest.approx(1 - row["NDCG@10 with noise"] / row["NDCG@10 clean"])
     assert row["gap"].low <= row["gap"].difference <= row["gap"].high
+
+
+def test_noise_effect_compares_on_the_rows_noise_left_and_over_seeds(split):
+    noisy = add_noise(split, 0.3, seed=0)
+    fitted = {"EASE": [EASE(l2=10.0).fit(split.train), EASE(l2=30.0).fit(split.train)]}
+    builders = {0: 10.0, 1: 30.0}
+    row = noise_effect(fitted, lambda name, changed, seed: EASE(l2=builders[seed]), split, noisy).loc["EASE"]
+    same_rows = Split(split.protocol, split.train, noisy.test, split.candidates)
+    clean = evaluate_seeds(lambda s: fitted["EASE"][s], same_rows, seeds=(0, 1))
+    assert row["NDCG@10 clean"] == pytest.approx(clean.mean)
+    dirty = evaluate_seeds(
+        lambda s: ExcludeConsumed(EASE(l2=builders[s]).fit(noisy.train), split.train).fit(noisy.train),
+        noisy, seeds=(0, 1),
+    )
+    expected = two_level_bootstrap(dirty.per_user, clean.per_user)
+    assert (row["gap"].low, row["gap"].high) == pytest.approx((expected.low, expected.high))
