@@ -118,12 +118,12 @@ browser: $(STAMP)
 	$(ON_PATHS) $(PY) -m pytest -rs tests/browser
 
 # The notebooks are checked (and executed) in two groups at once, one CPU thread each; see
-# .ci/notebook-groups. Group A is chapter 4, which trains the towers that chapters 6a and 7 then
-# read from the cache; group B runs the rest, chapters 5 and 5b last, by when more of chapter 4's
-# towers are cached. A tower is never trained twice: a group that needs one the other is
+# .ci/notebook-groups. Group A is chapter 4, which trains the towers that chapters 6a, 7 and 9 then
+# read from the cache, and chapter 8 (no towers), so that the two groups take about as long warm;
+# group B runs the rest, chapters 5 and 5b last, by when more of chapter 4's towers are cached. A tower is never trained twice: a group that needs one the other is
 # training waits for it (recutils.cache.cache_lock). Checked cells compare with tolerances
 # (recutils.outputcheck): words and integers exactly, other numbers by the cell's tolerance tag.
-NOTEBOOKS_A := book/04_two_tower.ipynb book/06a_video.ipynb book/07_claims.ipynb
+NOTEBOOKS_A := book/04_two_tower.ipynb book/06a_video.ipynb book/07_claims.ipynb book/08_scaling.ipynb book/09_serving.ipynb
 NOTEBOOKS_LAST := book/05_combining_results.ipynb book/05b_order_and_finetuning.ipynb
 NOTEBOOKS_B := $(filter-out $(NOTEBOOKS_A) $(NOTEBOOKS_LAST),$(NOTEBOOKS)) $(NOTEBOOKS_LAST)
 
@@ -138,7 +138,7 @@ check-native:
 
 test: unit notebooks html browser
 
-# Benchmarks (not tests): prints tables and writes benchmarks/results/latest.json, which
+# Benchmarks (not tests): prints tables and writes benchmarks/results/latest-<CPU family>.json, which
 # the performance appendix renders. About 35 minutes on 2 cores; pick sections with
 # BENCH_ARGS="--sections encode retrieval", or BENCH_ARGS=--quick for tiny sizes
 # (--p2-tower adds the two-tower's P2 check on int8 vectors, about 6 minutes more).

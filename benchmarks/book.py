@@ -4,7 +4,9 @@ Each notebook runs in a fresh kernel on one CPU thread, on the code paths the Ma
 the notebooks (``BENCH_NOTEBOOK_ENV``, set by ``make bench`` from its ``AVX2_PATHS``), so the
 caches the book's own runs filled are the ones read. ``--cold-book`` runs them against an
 empty cache folder instead: every encoding and training is paid again, in one process, in
-file order (``make test`` splits them over two groups, so its wall time is about half).
+file order (``make test`` splits them over two groups, so its wall time is about half). The
+table goes into the CPU family's result file like every section, so each family keeps its own
+notebook times.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ def bench_book(quick: bool, cold: bool = False) -> dict:
     from nbclient import NotebookClient
 
     notebooks = sorted((ROOT / "book").glob("*.ipynb"))[: 1 if quick else None]
+    # The kernels the notebooks ran on: the Makefile's forced AVX2 paths, or each library's own
+    # (the CPU family of the result file says which CPU; this says which of its code paths).
+    forced = "ONEDNN_MAX_CPU_ISA=AVX2" in os.environ.get("BENCH_NOTEBOOK_ENV", "")
+    paths = "avx2 (forced)" if forced else "native"
     rows = []
     with notebook_environment(cold):
         for path in notebooks:
@@ -62,7 +68,7 @@ def bench_book(quick: bool, cold: bool = False) -> dict:
             started = time.perf_counter()
             # From book/, as the book's runs execute them; the executed copy is thrown away.
             NotebookClient(notebook, timeout=3600, resources={"metadata": {"path": str(path.parent)}}).execute()
-            rows.append({"notebook": path.name, "cache": "cold" if cold else "warm",
+            rows.append({"notebook": path.name, "cache": "cold" if cold else "warm", "code_paths": paths,
                          "seconds": time.perf_counter() - started})
             print(f"  executed {path.name} in {rows[-1]['seconds']:.0f} s ({rows[-1]['cache']})", flush=True)
     table = pd.DataFrame(rows)
@@ -78,6 +84,7 @@ def bench_book(quick: bool, cold: bool = False) -> dict:
                        WARM_SECONDS_PER_NOTEBOOK, higher_is_better=False)
             for row in table.itertuples()
         ]
-    table = pd.concat([table, pd.DataFrame([{"notebook": "total", "cache": table.cache.iloc[0], "seconds": total}])],
+    total_row = {"notebook": "total", "cache": table.cache.iloc[0], "code_paths": paths, "seconds": total}
+    table = pd.concat([table, pd.DataFrame([total_row])],
                       ignore_index=True)
     return {"tables": {"notebooks": table}, "targets": targets}

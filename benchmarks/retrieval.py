@@ -10,7 +10,7 @@ import torch
 from targets import target_row
 
 from recutils.benchmark import compare, speed_ratio
-from recutils.index import ExactIndex, FaissIndex, recall_at_k
+from recutils.index import BATCH_CLASSES, CPU_ROUTES, ExactIndex, FaissIndex, exact_routes, recall_at_k
 
 K = 10
 
@@ -90,6 +90,8 @@ def bench_retrieval(quick: bool) -> dict:
                     "vectors": "real + matched-spectrum samples" if n > len(real) else "real",
                     "items": n,
                     "queries": q,
+                    # The route ExactIndex's router took for this batch size on this machine.
+                    "recutils_route": torch_index.route_for(q),
                     "recutils_median_s": table.loc["recutils exact", "median_s"],
                     "faiss_flat_median_s": table.loc["FAISS IndexFlatIP", "median_s"],
                     "recutils_speed_vs_faiss": speed_ratio(table, "recutils exact", "FAISS IndexFlatIP"),
@@ -124,6 +126,12 @@ def bench_retrieval(quick: bool) -> dict:
     ann_rows += _bench_approximate(items, queries, truth, truth_index, contrast, quick)
     ann = pd.DataFrame(ann_rows)
 
+    router = exact_routes(real.shape[1])
+    routes = pd.DataFrame(
+        [{"batch_class": name, "probe_queries": probe, "chosen": router["routes"][name],
+          **{f"{route}_median_s": router["timings"][name].get(route) for route in CPU_ROUTES}}
+         for name, _, probe in BATCH_CLASSES]
+    )
     large = exact[exact.queries == n_queries]
     small = exact[exact.queries < n_queries]
     targets = [
@@ -158,7 +166,8 @@ def bench_retrieval(quick: bool) -> dict:
                 10.0,
             )
         )
-    return {"tables": {"exact": exact, "approximate": ann, "corpora": corpora}, "targets": targets}
+    tables = {"exact": exact, "routes": routes, "approximate": ann, "corpora": corpora}
+    return {"tables": tables, "targets": targets}
 
 
 def _bench_approximate(items, queries, truth, exact_index, vectors: str, quick: bool) -> list[dict]:

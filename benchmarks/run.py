@@ -20,9 +20,12 @@ Sections (all by default; choose with ``--sections encode retrieval``):
 - book: wall time of each notebook, warm (or ``--cold-book``: empty caches), as ``make test`` runs them.
 
 Comparisons run side by side (alternating order, several repetitions) and are
-reported as ratios of medians. Results go to ``benchmarks/results/latest.json`` (all
-tables, the machine, the date) and one CSV per table; the book's performance
-appendix renders that file. ``--quick`` runs tiny sizes, to check the runner itself.
+reported as ratios of medians. Results go to ``benchmarks/results/latest-<family>.json``
+(all tables, the machine, the date), one file per CPU family (``avx512`` when the CPU has
+avx512f, else ``avx2``: :func:`recutils.benchmark.cpu_family`), so a run refreshes its own
+family's file and leaves the other's; one CSV per table, ``<section>_<table>-<family>.csv``.
+The book's performance appendix renders every family's file side by side. ``--quick`` runs
+tiny sizes, to check the runner itself.
 
 Each section is a module beside this runner (``encode.py``, ``retrieval.py``, ``training.py``,
 ``gpu.py``, ``serving.py``, ``book.py``), its targets made by ``targets.py``; this file keeps the command line.
@@ -53,7 +56,7 @@ from retrieval import bench_retrieval  # noqa: E402
 from serving import bench_serving  # noqa: E402
 from training import bench_training  # noqa: E402
 
-from recutils.benchmark import machine_description  # noqa: E402
+from recutils.benchmark import FAMILIES, machine_description, results_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -82,13 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the book section against an empty cache: every encoding and training again (about an hour)",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for latest.json and the CSVs")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the result files")
     args = parser.parse_args(argv)
     options = {"encode": {"p2_tower": args.p2_tower}, "book": {"cold": args.cold_book}}
 
-    previous = args.out / "latest.json"
-    results = json.loads(previous.read_text()) if previous.is_file() else {"sections": {}}
-    results.update(machine=machine_description(), date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    machine = machine_description()
+    family = machine["family"]
+    assert family in FAMILIES
+    path = results_path(args.out, family)
+    results = json.loads(path.read_text()) if path.is_file() else {"sections": {}}
+    results.update(machine=machine, date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    print(f"CPU family {family} ({machine['vector_instructions']}): results go to {path}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.sections:
         print(f"[{name}]", flush=True)
@@ -102,15 +109,15 @@ def main(argv: list[str] | None = None) -> int:
             "tables": {key: table.to_dict(orient="records") for key, table in section["tables"].items()},
         }
         for key, table in section["tables"].items():
-            table.to_csv(args.out / f"{name}_{key}.csv", index=False)
+            table.to_csv(args.out / f"{name}_{key}-{family}.csv", index=False)
             print(f"\n{name}: {key}\n{table.to_string(index=False, float_format=lambda v: f'{v:.4g}')}\n")
         for target in section["targets"]:
             print(
                 f"  {'MET ' if target['met'] else 'MISS'} {target['target']}: {target['value']:.4g} (goal {target['goal']})"
             )
         # Written after every section, so a long run that stops keeps what it measured.
-        (args.out / "latest.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
-    print(f"\nresults: {args.out / 'latest.json'}")
+        path.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    print(f"\nresults: {path}")
     return 0
 
 

@@ -8,6 +8,8 @@ results are compared as ratios of medians.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import multiprocessing
 import os
@@ -118,26 +120,132 @@ def _call_and_measure(function: Callable[..., Any], kwargs: dict[str, Any]) -> t
 
 
 VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+#: The CPU families whose results are kept apart, widest first: "avx512" when the CPU has
+#: avx512f, else "avx2" (with or without AVX-VNNI), else "other".
+FAMILIES = ("avx512", "avx2", "other")
+FAMILY_NAMES = {"avx512": "AVX-512", "avx2": "AVX2 only", "other": "neither AVX2 nor AVX-512"}
+#: Variables that pick a library's kernels (the Makefile's code-path switches) or its threads:
+#: a speed measured under one setting says nothing about another.
+KERNEL_VARIABLES = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "NPY_DISABLE_CPU_FEATURES",
+    "OPENBLAS_CORETYPE",
+    "OMP_NUM_THREADS",
+)
 
 
-def machine_description() -> dict[str, Any]:
-    """What the numbers were measured on: CPU, cores, memory, GPU, library versions."""
+def _cpuinfo() -> tuple[str, list[str]]:
+    """The CPU's model name and the :data:`VECTOR_FLAGS` it has (empty where /proc/cpuinfo is missing)."""
     cpu = platform.processor() or platform.machine()
-    flags: list[str] = []
     try:
         with open("/proc/cpuinfo") as f:
             lines = f.readlines()
         cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
         present = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
-        flags = [flag for flag in VECTOR_FLAGS if flag in present]
+        return cpu, [flag for flag in VECTOR_FLAGS if flag in present]
     except (OSError, StopIteration):
-        pass
+        return cpu, []
+
+
+def cpu_family(flags: str | list[str] | None = None) -> str:
+    """The CPU family of :data:`FAMILIES` for ``flags`` (a space-separated string, as the result
+    files' ``vector_instructions`` hold, or a list); default this machine's flags."""
+    if flags is None:
+        flags = _cpuinfo()[1]
+    present = set(flags.split() if isinstance(flags, str) else flags)
+    return "avx512" if "avx512f" in present else "avx2" if "avx2" in present else "other"
+
+
+def results_path(folder: str | Path, family: str | None = None) -> Path:
+    """Where ``make bench`` keeps the results of a CPU family: ``{folder}/latest-{family}.json``
+    (default family: this machine's)."""
+    family = family or cpu_family()
+    if family not in FAMILIES:
+        raise ValueError(f"unknown CPU family {family!r}; choose one of {', '.join(FAMILIES)}")
+    return Path(folder) / f"latest-{family}.json"
+
+
+def machine_key(*libraries: str) -> dict[str, Any]:
+    """What a speed measured here depends on: the CPU, its vector instructions, torch's threads and
+    kernel level, the kernel-picking variables that are set, and the versions of ``libraries``.
+
+    Timings cached under this key (:func:`cached_choice`) are reused only on a machine and in an
+    environment that would time the same.
+    """
+    from recutils.cache import kernel_paths
+
+    cpu, flags = _cpuinfo()
+    versions = {}
+    for name in ("torch", "numpy", *libraries):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "cpu": cpu,
+        "flags": " ".join(flags),
+        "threads": torch.get_num_threads(),
+        "kernel": kernel_paths(),
+        "variables": {name: os.environ[name] for name in KERNEL_VARIABLES if name in os.environ},
+        "versions": versions,
+    }
+
+
+_CHOICES: dict[str, dict[str, Any]] = {}
+
+
+def cached_choice(
+    kind: str, key: Mapping[str, Any], measure: Callable[[], dict[str, Any]], refresh: bool = False
+) -> dict[str, Any]:
+    """A choice made by timing, measured once per ``key`` and kept in ``{cache}/routes/{kind}-*.json``.
+
+    Args:
+        kind: what is chosen ("exact-index", "encoder").
+        key: everything the timing depends on (:func:`machine_key` plus the problem's shape).
+        measure: times the candidates; returns a JSON-serialisable record of the choice.
+        refresh: time again even when a choice is cached (and keep the new one).
+    Returns: the record, with ``key`` and ``measured`` (the UTC time it was timed) added. An
+        unreadable entry is timed again.
+    """
+    from recutils.cache import atomic_path, cache_dir
+
+    text = json.dumps(dict(key), sort_keys=True, default=str)
+    digest = hashlib.sha256(f"{kind}|{text}".encode()).hexdigest()[:24]
+    path = cache_dir() / "routes" / f"{kind}-{digest}.json"
+    memo = f"{path}"
+    if memo in _CHOICES and not refresh:
+        return _CHOICES[memo]
+    record = None
+    if path.is_file() and not refresh:
+        try:
+            record = json.loads(path.read_text())
+            if record.get("key") != json.loads(text):
+                record = None
+        except (OSError, json.JSONDecodeError, AttributeError):
+            record = None
+    if record is None:
+        record = dict(measure())
+        record["key"] = json.loads(text)
+        record["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        with atomic_path(path) as partial:
+            partial.write_text(json.dumps(record, indent=1) + "\n")
+    _CHOICES[memo] = record
+    return record
+
+
+def machine_description() -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, memory, GPU, library versions."""
+    cpu, flags = _cpuinfo()
     pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         # What int8, bf16 and wide fp32 products can use: they decide which precision pays.
         "vector_instructions": " ".join(flags) or "unknown",
+        "family": cpu_family(flags),
         "torch_threads": torch.get_num_threads(),
         "memory_gib": round(pages * page_size / 2**30, 1),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -156,6 +264,14 @@ class BenchmarkResults:
     targets: pd.DataFrame  # section, target, value, goal, met
     runs: pd.DataFrame  # section, date, quick, seconds: when each section last ran
 
+    @property
+    def family(self) -> str:
+        """The CPU family the results were measured on (:func:`cpu_family` of the recorded flags)."""
+        return self.machine.get("family") or cpu_family(self.machine.get("vector_instructions", ""))
+
+    def has_table(self, section: str, name: str) -> bool:
+        return f"{section}/{name}" in self.tables
+
     def table(self, section: str, name: str) -> pd.DataFrame:
         key = f"{section}/{name}"
         if key not in self.tables:
@@ -163,8 +279,25 @@ class BenchmarkResults:
         return self.tables[key]
 
 
+def read_family_results(folder: str | Path) -> dict[str, BenchmarkResults]:
+    """Every CPU family's results in ``folder`` (``latest-{family}.json``), in :data:`FAMILIES` order.
+
+    Raises FileNotFoundError when there is none.
+    """
+    found = {family: read_results(results_path(folder, family)) for family in FAMILIES
+             if results_path(folder, family).is_file()}
+    if not found:
+        raise FileNotFoundError(f"no benchmark results in {folder} (latest-<family>.json); run make bench")
+    for family, results in found.items():
+        if results.family != family:
+            raise ValueError(
+                f"{results_path(folder, family)} was measured on a {results.family} CPU, not {family}"
+            )
+    return found
+
+
 def read_results(path: str | Path) -> BenchmarkResults:
-    """Read ``benchmarks/results/latest.json`` (written by ``benchmarks/run.py``)."""
+    """Read one result file, ``benchmarks/results/latest-<family>.json`` (by ``benchmarks/run.py``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no benchmark results at {path}; run make bench")

@@ -74,20 +74,51 @@ class VectorIndex(ABC):
         """Bytes the index holds (vectors plus any graph or lists)."""
 
 
+ExactRoute = Literal["auto", "numpy", "onednn", "faiss", "torch"]
+#: The routes an :class:`ExactIndex` on the CPU can take, in the order a tie in timing prefers.
+CPU_ROUTES: tuple[str, ...] = ("numpy", "onednn", "faiss")
+#: Batch sizes the router times apart: (name, largest batch or None, batch it times). FAISS
+#: answers fewer than 20 queries with its own loop and more with BLAS products, and one query
+#: is a matrix-vector product for numpy, so the fastest route can differ between them.
+BATCH_CLASSES: tuple[tuple[str, int | None, int], ...] = (
+    ("one", 1, 1),
+    ("few", SMALL_BATCH, 8),
+    ("many", None, 64),
+)
+#: Items in the router's timing problem (random unit vectors of the index's width).
+ROUTE_PROBE_ITEMS = 16_384
+#: Bump when the routes or their timing change, so that choices timed by older code are not reused.
+ROUTER_VERSION = "exact-router-v1"
+#: Candidates a route returns beyond k, rescored exactly so that every route ranks alike.
+CANDIDATE_MARGIN = 8
+
+
 class ExactIndex(VectorIndex):
-    """Brute force in torch: a matrix product and a partial sort (``topk``).
+    """Brute force: every inner product, the k best returned in one fixed order whatever computes them.
 
-    Up to :data:`SMALL_BATCH` queries score every item in one product; larger batches
-    go through the items in chunks that keep each block of scores in the CPU cache,
-    keeping a running top k and sorting only the rows where a chunk beats it. Both
-    paths rank ties the same way, the lower item index first, so they return
-    identical results.
+    Three routes compute the products on the CPU, and the fastest depends on the CPU family:
 
-    On a CPU with oneDNN (torch's ``mkldnn``), large batches multiply by a second copy
-    of the items in oneDNN's format, made on the first large batch: oneDNN's
-    just-in-time kernels use AVX-512 where OpenBLAS and MKL fall back to AVX2 on the
-    book's AMD processors (the appendix measures the result against FAISS). The copy
-    doubles :attr:`memory_bytes`.
+    - ``"numpy"``: numpy's BLAS (OpenBLAS). Up to :data:`SMALL_BATCH` queries score every item in
+      one product; larger batches go through the items in chunks that keep each block of scores
+      in the CPU cache, keeping a running top and sorting only the rows where a chunk beats it.
+    - ``"onednn"``: the same chunks multiplied by oneDNN (torch's ``mkldnn``), by a second copy of
+      the items in oneDNN's format made on the first large batch (it doubles
+      :attr:`memory_bytes`). oneDNN compiles AVX-512 kernels where OpenBLAS runs AVX2 ones, so on
+      an AVX-512 CPU it wins large batches; on an AVX2-only CPU it does not. Few queries take
+      numpy's single product on this route too.
+    - ``"faiss"``: FAISS's ``IndexFlatIP`` over a copy of the items (made on first use).
+
+    With ``route="auto"`` (the default) the index takes, for each class of batch size in
+    :data:`BATCH_CLASSES`, the route that a short timing found fastest on this machine
+    (:func:`exact_routes`, a few seconds once, then cached per machine and environment). On a
+    GPU the products run in torch (``"torch"``).
+
+    The route never changes the answer. Each returns its best k + :data:`CANDIDATE_MARGIN`
+    items; these are rescored in float64 and ranked by that score, equal scores by the lower
+    item index. A row whose candidates might miss a true top-k item (the route's last
+    candidate within float32 rounding of the k-th score: ties and near-ties at the boundary)
+    is answered by float64 products over every item instead. So every route returns the same
+    ids, and the same float32 scores (the float64 ones rounded).
 
     Args:
         vectors: (n, dim) item vectors (kept as float32).
@@ -96,6 +127,7 @@ class ExactIndex(VectorIndex):
         device: where the vectors live and the products run; default CUDA when
             present, else CPU. Results always come back on the CPU.
         small_batch: most queries answered by the single-product path (0: never).
+        route: "auto", or one of :data:`CPU_ROUTES` to force it ("torch" on a GPU).
     """
 
     kind = "exact"
@@ -106,6 +138,7 @@ class ExactIndex(VectorIndex):
         chunk_items: int | None = None,
         device: str | torch.device | None = None,
         small_batch: int | None = None,
+        route: ExactRoute = "auto",
     ) -> None:
         super().__init__(vectors)
         for name, value, least in (("chunk_items", chunk_items, 1), ("small_batch", small_batch, 0)):
@@ -114,21 +147,81 @@ class ExactIndex(VectorIndex):
             ):
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
         self.device = pick_device(device)
+        usable = available_routes(self.device)
+        if route != "auto" and route not in usable:
+            raise ValueError(
+                f"route {route!r} is not available here; choose auto or one of {', '.join(usable)}"
+            )
+        self.route = route
         self.vectors = vectors.detach().float().to(self.device).contiguous()
         self.chunk_items = chunk_items
         self.small_batch = SMALL_BATCH if small_batch is None else int(small_batch)
+        # Largest item norm: bounds the float32 rounding error of any route's scores.
+        self._max_norm = float(self.vectors.norm(dim=1).max())
         # oneDNN copies of the item chunks, keyed by chunk size (only the last size used is
-        # kept); made on first use.
+        # kept), and the FAISS copy: made on first use.
         self._onednn_chunks: dict[int, list[torch.Tensor]] = {}
+        self._faiss: FaissIndex | None = None
+
+    def route_for(self, n_queries: int) -> str:
+        """The route a batch of ``n_queries`` takes: the forced one, or the router's choice."""
+        if self.route != "auto":
+            return self.route
+        if self.device.type != "cpu":
+            return "torch"
+        return exact_routes(self.dim, self.small_batch)["routes"][batch_class(n_queries)]
 
     def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         queries = queries.to(self.device)
+        route = self.route_for(len(queries))
+        depth = min(self.n, k + CANDIDATE_MARGIN)
         with torch.inference_mode():
-            if len(queries) <= self.small_batch and len(queries) * self.n <= MAX_SCORES_IN_MEMORY:
-                scores, ids = self._search_all(queries, k)
+            if route == "faiss":
+                if self._faiss is None:
+                    self._faiss = FaissIndex(self.vectors, "flat")
+                found_scores, found_ids = self._faiss.search(queries, depth)
+            elif len(queries) <= self.small_batch and len(queries) * self.n <= MAX_SCORES_IN_MEMORY:
+                found_scores, found_ids = self._search_all(queries, depth)
             else:
-                scores, ids = self._search_chunked(queries, k)
-        return scores.cpu(), ids.cpu()
+                found_scores, found_ids = self._search_chunked(queries, depth, onednn=route == "onednn")
+            scores, ids = self._rescore(queries, found_scores.to(self.device), found_ids.to(self.device), k)
+        return scores.float().cpu(), ids.cpu()
+
+    def _rescore(
+        self, queries: torch.Tensor, found_scores: torch.Tensor, found_ids: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k best of each row's candidates by float64 score (ties: lower index), and every
+        row whose candidates may not hold its true top k answered over all items."""
+        exact = torch.empty(found_ids.shape, dtype=torch.float64, device=self.device)
+        for start in range(0, len(queries), 256):
+            block = self.vectors[found_ids[start : start + 256]].double()  # (b, depth, dim)
+            rows = queries[start : start + 256].double().unsqueeze(2)
+            exact[start : start + 256] = torch.bmm(block, rows).squeeze(2)
+        scores, ids = _canonical_top(exact, found_ids, k)
+        if found_ids.shape[1] < self.n:
+            # An item outside the candidates scored at most the last candidate's route score, so
+            # its true score is at most that plus the route's rounding error (a float32 dot
+            # product of length dim errs by at most dim · 2^-23 · |q| · |x|): it cannot reach
+            # the top k when the k-th score lies above that.
+            bound = self.dim * 2.0**-23 * queries.double().norm(dim=1) * self._max_norm
+            unsure = torch.nonzero(scores[:, k - 1] <= found_scores[:, -1].double() + bound).flatten()
+            if len(unsure):
+                scores[unsure], ids[unsure] = self._float64_top(queries[unsure], k)
+        return scores, ids
+
+    def _float64_top(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k best items by float64 products over every item (ties: lower index)."""
+        best_scores = torch.full((len(queries), k), float("-inf"), dtype=torch.float64, device=self.device)
+        best_ids = torch.full((len(queries), k), -1, dtype=torch.int64, device=self.device)
+        chunk = max(1, min(ITEMS_PER_CHUNK, MAX_SCORES_IN_MEMORY // (2 * len(queries))))
+        queries = queries.double()
+        for start in range(0, self.n, chunk):
+            scores = queries @ self.vectors[start : start + chunk].double().T
+            top_scores, top_ids = _top_with_ties(scores, k, start)
+            best_scores, best_ids = _canonical_top(
+                torch.cat([best_scores, top_scores], dim=1), torch.cat([best_ids, top_ids], dim=1), k
+            )
+        return best_scores, best_ids
 
     def _search_all(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One product over every item, then one partial sort: fastest for a few queries."""
@@ -136,14 +229,16 @@ class ExactIndex(VectorIndex):
         _product(queries, self.vectors, scores)
         return _canonical_top(*_top_with_ties(scores, k, 0), k)
 
-    def _search_chunked(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _search_chunked(
+        self, queries: torch.Tensor, k: int, onednn: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # Small chunks keep each block of scores in the CPU cache (4096 items × 1000
         # queries is 16 MB); measured on 1M items, 4096 beats 131,072 by about a third.
         chunk = self.chunk_items or max(1, min(ITEMS_PER_CHUNK, MAX_SCORES_IN_MEMORY // len(queries)))
         # Start from k placeholders that any real item beats (every score is finite).
         best_scores = torch.full((len(queries), k), float("-inf"), device=self.device)
         best_ids = torch.full((len(queries), k), -1, dtype=torch.int64, device=self.device)
-        for start, scores in self._chunk_scores(queries, chunk):
+        for start, scores in self._chunk_scores(queries, chunk, onednn):
             # Chunks come in increasing item order, so an item that only ties the k-th
             # best has a higher index and loses: a row needs work only if it beats it.
             rows = torch.nonzero(scores.amax(dim=1) > best_scores[:, k - 1]).flatten()
@@ -160,12 +255,14 @@ class ExactIndex(VectorIndex):
             best_scores[rows], best_ids[rows] = merged
         return best_scores, best_ids
 
-    def _chunk_scores(self, queries: torch.Tensor, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
+    def _chunk_scores(
+        self, queries: torch.Tensor, chunk: int, onednn: bool
+    ) -> Iterator[tuple[int, torch.Tensor]]:
         """(first item, (q, ≤chunk) scores) for each chunk of items, in item order.
 
         The scores may be overwritten by the next chunk; use them before asking for it.
         """
-        if self.device.type == "cpu" and torch.backends.mkldnn.is_available():
+        if onednn:
             if chunk not in self._onednn_chunks:
                 self._onednn_chunks = {
                     chunk: [self.vectors[s : s + chunk].to_mkldnn() for s in range(0, self.n, chunk)]
@@ -185,7 +282,80 @@ class ExactIndex(VectorIndex):
     @property
     def memory_bytes(self) -> int:
         held = [self.vectors] + [block for blocks in self._onednn_chunks.values() for block in blocks]
-        return sum(tensor.numel() * tensor.element_size() for tensor in held)
+        copies = self._faiss.memory_bytes if self._faiss is not None else 0
+        return sum(tensor.numel() * tensor.element_size() for tensor in held) + copies
+
+
+def available_routes(device: str | torch.device | None = None) -> tuple[str, ...]:
+    """The routes an :class:`ExactIndex` on ``device`` can take here (oneDNN and FAISS when installed)."""
+    if pick_device(device).type != "cpu":
+        return ("torch",)
+    return tuple(
+        route
+        for route in CPU_ROUTES
+        if route == "numpy"
+        or (route == "onednn" and torch.backends.mkldnn.is_available())
+        or (route == "faiss" and importlib.util.find_spec("faiss") is not None)
+    )
+
+
+def batch_class(n_queries: int) -> str:
+    """The name of the :data:`BATCH_CLASSES` entry a batch of ``n_queries`` falls in."""
+    return next(name for name, largest, _ in BATCH_CLASSES if largest is None or n_queries <= largest)
+
+
+def exact_routes(dim: int, small_batch: int = SMALL_BATCH, refresh: bool = False) -> dict:
+    """The router's choice for exact search on this machine: the fastest route per batch class.
+
+    Each route of :func:`available_routes` answers a batch of each class of :data:`BATCH_CLASSES`
+    over :data:`ROUTE_PROBE_ITEMS` random unit vectors of width ``dim``, side by side
+    (:func:`recutils.benchmark.compare`); the fastest median wins, a tie going to the earlier
+    of :data:`CPU_ROUTES`. Timed once per machine, environment and library versions
+    (:func:`recutils.benchmark.machine_key`) and cached under ``{cache}/routes``.
+
+    Args:
+        refresh: time again, ignoring the cached choice (this process keeps the new one).
+    Returns: ``{"routes": {class: route}, "timings": {class: {route: median seconds}}, ...}``.
+    """
+    from recutils.benchmark import cached_choice, machine_key
+
+    routes = available_routes("cpu")
+    key = machine_key("faiss-cpu") | {
+        "router": ROUTER_VERSION,
+        "dim": int(dim),
+        "small_batch": int(small_batch),
+        "routes": list(routes),
+        "probe_items": ROUTE_PROBE_ITEMS,
+        "classes": [list(c) for c in BATCH_CLASSES],
+    }
+    return cached_choice("exact-index", key, lambda: _time_routes(dim, small_batch, routes), refresh=refresh)
+
+
+def _time_routes(dim: int, small_batch: int, routes: tuple[str, ...]) -> dict:
+    from recutils.benchmark import compare
+
+    generator = torch.Generator().manual_seed(0)
+    def unit(n: int) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.randn(n, dim, generator=generator), dim=1)
+
+    items = unit(ROUTE_PROBE_ITEMS)
+    queries = unit(max(probe for _, _, probe in BATCH_CLASSES))
+    indexes = {
+        route: ExactIndex(items, device="cpu", small_batch=small_batch, route=route) for route in routes
+    }
+    chosen, timings = {}, {}
+    for name, _, probe in BATCH_CLASSES:
+        batch = queries[:probe]
+        # A batch the single-product path answers is numpy's on the oneDNN route too: not a candidate.
+        candidates = [r for r in routes if not (r == "onednn" and probe <= small_batch)]
+        table = compare({route: _searcher(indexes[route], batch) for route in candidates}, repeats=3)
+        timings[name] = {route: float(table.loc[route, "median_s"]) for route in candidates}
+        chosen[name] = min(candidates, key=lambda route: (timings[name][route], routes.index(route)))
+    return {"routes": chosen, "timings": timings}
+
+
+def _searcher(index: ExactIndex, queries: torch.Tensor):
+    return lambda: index.search(queries, 10)
 
 
 def _product(queries: torch.Tensor, items: torch.Tensor, out: torch.Tensor) -> None:

@@ -39,8 +39,23 @@ SETTING_FILES = (
     "spiece.model",
     "sentencepiece.bpe.model",
 )
-Precision = Literal["fp32", "bf16", "int8", "torch-int8", "onnx-fp32", "onnx-int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "torch-int8", "onnx-fp32", "onnx-int8")
+Precision = Literal["fp32", "bf16", "int8", "torch-int8", "onnx-fp32", "onnx-int8", "auto"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "torch-int8", "onnx-fp32", "onnx-int8", "auto")
+#: What precision="auto" (:func:`fastest_route`) chooses among, the fp32 reference first (it wins a tie).
+AUTO_ROUTES: tuple[str, ...] = ("fp32", "onnx-fp32", "onnx-int8")
+#: The texts :func:`fastest_route` times by default: short titles and longer reviews, as the book encodes.
+PROBE_TEXTS: tuple[str, ...] = (
+    "Toy Story (1995). Genres: Animation, Children's, Comedy",
+    "GoldenEye (1995). Genres: Action, Adventure, Thriller",
+    "Usual Suspects, The (1995). Genres: Crime, Thriller",
+    "Sense and Sensibility (1995). Genres: Drama, Romance",
+    "Runs small, order a size up.",
+    "Love this dress! It fits perfectly and the fabric is soft, though it runs a little long. I am 5'4\" "
+    "and had to wear heels with it, but the colour is exactly as pictured and it washed well.",
+    "I wanted to love this top but the material is thin and see-through, and the seams started to come "
+    "apart after one wash. Returned it. The pattern is pretty and the cut would flatter most figures.",
+    "Comfortable, flattering and warm: I bought it in two colours and wear them every week in winter.",
+)
 # What precision="int8" runs: the int8 route ``make bench`` found both faster and faithful.
 INT8_ROUTE = "onnx-int8"
 # Bump when the pooling or normalisation changes, so stale cached vectors are not reused.
@@ -98,7 +113,10 @@ class TextEncoder:
             quantisation, :func:`quantize_int8`); or "int8", the int8 route ``make bench``
             keeps (:data:`INT8_ROUTE`). The int8 and ONNX routes run on the CPU only;
             the ONNX graph is exported from the local weights once and cached.
-            Vectors are cached per precision.
+            Vectors are cached per precision. "auto" (opt-in; the book's chapters use fp32)
+            takes the fastest of :data:`AUTO_ROUTES` whose vectors keep a minimum cosine of
+            0.99 to fp32 on this machine (:func:`fastest_route`, timed once and cached);
+            :attr:`precision` then names the route taken.
         int8_recipe: for "onnx-int8", which layers keep fp32 weights (a key of
             ``recutils.onnx_encoder.INT8_RECIPES``; default the kept recipe).
         revision: for a hub model, the branch, tag or commit to load.
@@ -122,6 +140,11 @@ class TextEncoder:
         source = default_model_path() if model is None else model
         self.fingerprint = _fingerprint(source, expected_sha256=DEFAULT_SHA256 if model is None else None)
         self.device = pick_device(device)
+        if precision == "auto":
+            if self.device.type != "cpu" or int8_recipe is not None:
+                raise ValueError("precision auto chooses among CPU routes with the kept int8 recipe; "
+                                 f"on {self.device} pick a precision (bf16), and set no int8_recipe")
+            precision = fastest_route(model, batch_size=batch_size, max_length=max_length)["precision"]
         if precision in ("int8", "torch-int8", "onnx-fp32", "onnx-int8") and self.device.type != "cpu":
             raise ValueError(f"{precision} runs on the CPU only; use bf16 on {self.device}")
         if precision == "int8":
@@ -159,7 +182,8 @@ class TextEncoder:
 
         The control that shows what pretraining buys: same network, no learning.
         """
-        if str(kwargs.get("precision", "fp32")).startswith("onnx") or kwargs.get("precision") == "int8":
+        precision = str(kwargs.get("precision", "fp32"))
+        if precision.startswith("onnx") or precision in ("int8", "auto"):
             raise ValueError("random weights run in torch only; use precision fp32, bf16 or torch-int8")
         encoder = cls(**kwargs)
         config = AutoConfig.from_pretrained(encoder.source)
@@ -250,6 +274,66 @@ class TextEncoder:
             digest.update(text.encode())
             digest.update(b"\x1f")
         return digest.hexdigest()
+
+
+def fastest_route(
+    model: str | Path | None = None,
+    texts: Sequence[str] | None = None,
+    threshold: float = 0.99,
+    batch_size: int = 64,
+    max_length: int = 256,
+    refresh: bool = False,
+) -> dict:
+    """The fastest faithful encoder route on this machine, for ``TextEncoder(precision="auto")``.
+
+    Each route of :data:`AUTO_ROUTES` (PyTorch fp32, ONNX Runtime fp32, ONNX Runtime int8 with the
+    kept recipe) encodes ``texts`` side by side (:func:`recutils.benchmark.compare`); a route
+    whose vectors fall below a minimum cosine of ``threshold`` to the fp32 ones is out, and the
+    fastest median of the rest wins. Which wins depends on the CPU: int8 pays most where the CPU
+    multiplies and adds int8 in one instruction (VNNI). Timed once per machine, environment,
+    library versions, model and settings (:func:`recutils.benchmark.machine_key`), and cached
+    under ``{cache}/routes``; the first call also exports the ONNX graphs (cached too).
+
+    A short probe checks fidelity on its own texts only: the kept int8 recipe was chosen on the
+    book's corpora by ``make bench``, which reads its fidelity on thousands of held-out reviews.
+
+    Args:
+        model: as for :class:`TextEncoder` (a local folder; default the packaged MiniLM).
+        texts: the texts to time (a sample of yours); default :data:`PROBE_TEXTS`, 8 times over.
+        threshold: the smallest acceptable minimum cosine to fp32.
+        refresh: time again, ignoring a cached choice.
+    Returns: ``{"precision": route, "timings": {route: median s}, "min_cosine": {route: c}, ...}``.
+    """
+    from recutils.benchmark import cached_choice, compare, machine_key
+    from recutils.onnx_encoder import DEFAULT_INT8_RECIPE, fidelity
+
+    texts = list(texts) if texts is not None else list(PROBE_TEXTS) * 8
+    if not texts:
+        raise ValueError("fastest_route needs at least one text to time")
+    source = default_model_path() if model is None else model
+    fingerprint = _fingerprint(source, expected_sha256=DEFAULT_SHA256 if model is None else None)
+    digest = hashlib.sha256("\x1f".join(texts).encode()).hexdigest()[:16]
+    key = machine_key("onnxruntime", "transformers") | {
+        "model": fingerprint, "routes": list(AUTO_ROUTES), "int8_recipe": DEFAULT_INT8_RECIPE,
+        "threshold": threshold, "batch_size": batch_size, "max_length": max_length, "texts": digest,
+    }
+
+    def measure() -> dict:
+        encoders = {route: TextEncoder(model, device="cpu", batch_size=batch_size, max_length=max_length,
+                                       use_cache=False, precision=route) for route in AUTO_ROUTES}
+        out: dict[str, torch.Tensor] = {}
+        table = compare(
+            {route: (lambda r=route: out.__setitem__(r, encoders[r].encode(texts, progress=False)))
+             for route in AUTO_ROUTES},
+            repeats=3,
+        )
+        timings = {route: float(table.loc[route, "median_s"]) for route in AUTO_ROUTES}
+        cosines = {route: fidelity(out[route], out["fp32"], threshold).min_cosine for route in AUTO_ROUTES}
+        faithful = [route for route in AUTO_ROUTES if cosines[route] >= threshold]
+        chosen = min(faithful, key=lambda route: (timings[route], AUTO_ROUTES.index(route)))
+        return {"precision": chosen, "timings": timings, "min_cosine": cosines, "texts": len(texts)}
+
+    return cached_choice("encoder", key, measure, refresh=refresh)
 
 
 def _read_vectors(path: Path, shape: tuple[int, int]) -> torch.Tensor | None:

@@ -8,11 +8,16 @@ import pytest
 import torch
 
 from recutils.benchmark import (
+    cached_choice,
     compare,
+    cpu_family,
     loglog_slope,
     machine_description,
+    machine_key,
     matched_spectrum_vectors,
+    read_family_results,
     read_results,
+    results_path,
     run_in_subprocess,
     speed_ratio,
 )
@@ -136,3 +141,62 @@ def test_matched_spectrum_vectors_keep_the_real_vectors_shape():
     assert torch.equal(drawn[:10], matched_spectrum_vectors(real, 10, seed=1))  # seeded, block-independent
     with pytest.raises(ValueError, match="more real vectors than dimensions"):
         matched_spectrum_vectors(real[:96], 5)
+
+
+def test_cpu_family_reads_the_flags():
+    assert cpu_family("avx2 fma avx512f avx512_vnni") == "avx512"
+    assert cpu_family(["avx2", "fma", "avx_vnni"]) == "avx2"
+    assert cpu_family("") == "other" and cpu_family("unknown") == "other"
+    assert cpu_family() == machine_description()["family"]
+    assert results_path("out", "avx2") == Path("out") / "latest-avx2.json"
+    with pytest.raises(ValueError, match="unknown CPU family 'sse'"):
+        results_path("out", "sse")
+
+
+def _result_file(flags):
+    return {"machine": {"cpu": "x", "vector_instructions": flags}, "date": "d",
+            "sections": {"book": {"date": "d", "quick": False, "seconds": 1.0, "targets": [],
+                                  "tables": {"notebooks": [{"notebook": "total", "seconds": 1.0}]}}}}
+
+
+def test_read_family_results_keeps_each_family_apart(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no benchmark results"):
+        read_family_results(tmp_path)
+    (tmp_path / "latest-avx2.json").write_text(json.dumps(_result_file("avx2 fma")))
+    (tmp_path / "latest-avx512.json").write_text(json.dumps(_result_file("avx2 fma avx512f")))
+    found = read_family_results(tmp_path)
+    assert list(found) == ["avx512", "avx2"]  # widest first
+    assert found["avx2"].family == "avx2" and found["avx512"].has_table("book", "notebooks")
+    (tmp_path / "latest-avx2.json").write_text(json.dumps(_result_file("avx2 avx512f")))
+    with pytest.raises(ValueError, match="measured on a avx512 CPU, not avx2"):
+        read_family_results(tmp_path)
+
+
+def test_the_committed_results_name_their_family():
+    folder = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    assert not (folder / "latest.json").exists()
+    found = read_family_results(folder)
+    assert set(found) == {"avx512", "avx2"}
+    assert "avx512_vnni" in found["avx512"].machine["vector_instructions"]
+    assert "avx512f" not in found["avx2"].machine["vector_instructions"]
+
+
+def test_cached_choice_times_once_per_key(empty_cache, monkeypatch):
+    import recutils.benchmark as benchmark
+
+    calls = []
+    key = machine_key("faiss-cpu") | {"dim": 4}
+    assert {"cpu", "flags", "threads", "kernel", "variables", "versions"} <= key.keys()
+    record = cached_choice("test", key, lambda: calls.append(1) or {"chosen": "a"})
+    assert record["chosen"] == "a" and record["key"]["dim"] == 4 and calls == [1]
+    assert cached_choice("test", key, lambda: calls.append(1) or {"chosen": "b"})["chosen"] == "a"
+    monkeypatch.setattr(benchmark, "_CHOICES", {})  # another process: reads the file
+    assert cached_choice("test", key, lambda: calls.append(1) or {"chosen": "b"})["chosen"] == "a"
+    assert calls == [1]
+    assert cached_choice("test", key | {"dim": 5}, lambda: {"chosen": "c"})["chosen"] == "c"
+    assert cached_choice("test", key, lambda: {"chosen": "d"}, refresh=True)["chosen"] == "d"
+    # A damaged entry is timed again.
+    for path in (empty_cache / "routes").iterdir():
+        path.write_text("{")
+    monkeypatch.setattr(benchmark, "_CHOICES", {})
+    assert cached_choice("test", key, lambda: {"chosen": "e"})["chosen"] == "e"

@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from recutils.cf import ContentRecommender
-from recutils.index import ExactIndex, FaissIndex, build_index, recall_at_k
+import recutils.benchmark as benchmark_module
+import recutils.index as index_module
+from recutils.index import ExactIndex, FaissIndex, available_routes, build_index, exact_routes, recall_at_k
 from recutils.split import temporal_split
 from recutils.twotower import TwoTower
 
@@ -167,7 +169,7 @@ def test_small_batch_path_returns_what_the_chunked_path_does_ties_included(k, ch
 
 def test_small_batch_path_is_taken_only_for_few_queries(monkeypatch):
     items, queries = _unit(300, 8, 0), _unit(20, 8, 1)
-    index = ExactIndex(items, small_batch=4)
+    index = ExactIndex(items, small_batch=4, route="numpy")
     calls = []
     exact_all = index._search_all
     monkeypatch.setattr(index, "_search_all", lambda q, k: calls.append(len(q)) or exact_all(q, k))
@@ -181,14 +183,94 @@ def test_small_batch_path_is_taken_only_for_few_queries(monkeypatch):
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
 def test_onednn_products_find_what_numpy_products_do(monkeypatch):
     items, queries = _unit(3000, 32, 9), _unit(40, 32, 10)
-    fast = ExactIndex(items, chunk_items=256, small_batch=0)
+    fast = ExactIndex(items, chunk_items=256, small_batch=0, route="onednn")
     found = fast.search(queries, 10)
     # The oneDNN copy of the items was made, one tensor per chunk, and is counted.
     assert len(fast._onednn_chunks[256]) == 12
     assert fast.memory_bytes == 2 * 3000 * 32 * 4
-    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
-    plain = ExactIndex(items, chunk_items=256, small_batch=0)
+    plain = ExactIndex(items, chunk_items=256, small_batch=0, route="numpy")
     reference = plain.search(queries, 10)
     assert not plain._onednn_chunks and plain.memory_bytes == 3000 * 32 * 4
     assert torch.equal(found[1], reference[1])
     assert torch.allclose(found[0], reference[0], atol=1e-6)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="route 'onednn' is not available here"):
+        ExactIndex(items, route="onednn")
+
+
+# --- routes: every route returns the same answer; the router picks by a cached timing ------
+
+
+def _routes():
+    return list(available_routes("cpu"))
+
+
+@pytest.mark.parametrize("n_queries", [1, 5, 40])
+@pytest.mark.parametrize("k", [1, 10, 50])
+def test_every_route_returns_the_same_ids_and_scores(n_queries, k):
+    items, queries = _unit(3000, 24, 11), _unit(n_queries, 24, 12)
+    truth_scores, truth_ids = _brute_force(items, queries, k)
+    answers = {
+        route: ExactIndex(items, route=route, chunk_items=512).search(queries, k) for route in _routes()
+    }
+    for route, (scores, ids) in answers.items():
+        assert torch.equal(ids, truth_ids), route
+        assert (scores - truth_scores).abs().max() <= 1e-6, route
+        # Not just close: the candidates are rescored in float64, so routes agree to the bit.
+        assert torch.equal(scores, answers["numpy"][0]) and torch.equal(ids, answers["numpy"][1]), route
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 40])
+def test_every_route_follows_the_tie_rule(k):
+    # Small integers: every score is exact and many tie, also across the k-th place (where a
+    # route's own candidates cannot be trusted, the row is answered over every item).
+    items, queries = _integer_vectors(400, 4, 2), _integer_vectors(30, 4, 3)
+    scores = queries @ items.T
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    for route in _routes():
+        for batch in (queries[:1], queries[:7], queries):
+            found = ExactIndex(items, route=route, chunk_items=64).search(batch, k)
+            assert torch.equal(found[1], order[: len(batch)]), route
+            assert torch.equal(found[0], scores[: len(batch)].gather(1, order[: len(batch)])), route
+
+
+def test_near_ties_rank_by_the_exact_score_on_every_route():
+    # Two items one float32 step apart in one coordinate: their float32 scores may round alike or
+    # in either order depending on the kernel; the float64 rescoring orders them the same way.
+    items = _unit(2000, 32, 13)
+    items[7] = items[3]
+    items[7, 0] = torch.nextafter(items[3, 0], torch.tensor(2.0))
+    queries = items[3:4].clone()
+    queries[0, 0] = 1.0
+    for route in _routes():
+        ids = ExactIndex(items, route=route).search(queries, 5)[1][0].tolist()
+        assert ids.index(7) < ids.index(3), route
+
+
+def test_auto_takes_the_route_the_router_chose_per_batch_class(monkeypatch):
+    items, queries = _unit(500, 16, 14), _unit(40, 16, 15)
+    choice = {"routes": {"one": "faiss", "few": "numpy", "many": "faiss"}}
+    monkeypatch.setattr(index_module, "exact_routes", lambda dim, small_batch=16, refresh=False: choice)
+    index = ExactIndex(items)
+    assert [index.route_for(q) for q in (1, 2, 16, 17, 1000)] == ["faiss", "numpy", "numpy", "faiss", "faiss"]
+    assert torch.equal(index.search(queries, 10)[1], _brute_force(items, queries, 10)[1])
+    assert index._faiss is not None and index.memory_bytes > 500 * 16 * 4  # the FAISS copy is counted
+    assert ExactIndex(items, route="numpy").route_for(1000) == "numpy"  # a forced route stays
+    with pytest.raises(ValueError, match="route 'blas' is not available here"):
+        ExactIndex(items, route="blas")
+
+
+def test_the_router_times_each_class_once_and_caches_the_choice(empty_cache, monkeypatch):
+    monkeypatch.setattr(index_module, "ROUTE_PROBE_ITEMS", 2000)
+    first = exact_routes(16)
+    assert set(first["routes"]) == {"one", "few", "many"}
+    assert all(first["routes"][name] in first["timings"][name] for name in first["routes"])
+    assert first["timings"]["many"].keys() == set(_routes())
+    assert "onednn" not in first["timings"]["one"]  # one query takes numpy's product on that route too
+    assert first["key"]["dim"] == 16 and "flags" in first["key"] and "versions" in first["key"]
+    [stored] = (empty_cache / "routes").iterdir()
+    monkeypatch.setattr(index_module, "_time_routes", lambda *a: pytest.fail("timed twice"))
+    assert exact_routes(16) == first
+    # Another process reads the file rather than timing again.
+    monkeypatch.setattr(benchmark_module, "_CHOICES", {})
+    assert exact_routes(16)["routes"] == first["routes"] and stored.is_file()

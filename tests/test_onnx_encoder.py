@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from recutils.onnx_encoder import INT8_RECIPES, Fidelity, build_onnx, fidelity, onnx_path
-from recutils.text import INT8_ROUTE, TextEncoder
+import recutils.text as text_module
+from recutils.text import AUTO_ROUTES, INT8_ROUTE, TextEncoder, fastest_route
 
 TEXTS = [
     "Toy Story (1995). Genres: Animation, Children's, Comedy",
@@ -74,3 +75,49 @@ def test_int8_recipes_keep_their_layers_in_fp32_and_are_cached_apart(empty_cache
     with pytest.raises(ValueError, match="unknown int8 recipe"):
         onnx_path(fingerprint, "nothing")
     assert set(INT8_RECIPES) >= {"all", "keep-ffn-output"}
+
+
+# --- precision="auto": the fastest faithful route, timed once per machine --------------------
+
+
+def test_auto_precision_takes_the_fastest_faithful_route_and_caches_it(reference, empty_cache, monkeypatch):
+    import recutils.benchmark as benchmark
+
+    choice = fastest_route(texts=TEXTS)
+    assert choice["precision"] in AUTO_ROUTES and set(choice["timings"]) == set(AUTO_ROUTES)
+    assert choice["min_cosine"][choice["precision"]] >= 0.99
+    assert choice["timings"][choice["precision"]] == min(
+        t for route, t in choice["timings"].items() if choice["min_cosine"][route] >= 0.99
+    )
+    assert "flags" in choice["key"] and choice["key"]["versions"]["onnxruntime"]
+    assert len(list((empty_cache / "routes").glob("encoder-*.json"))) == 1
+    # Cached: neither this process nor another one times again.
+    monkeypatch.setattr(benchmark, "compare", lambda *a, **k: pytest.fail("timed twice"))
+    assert fastest_route(texts=TEXTS) == choice
+    monkeypatch.setattr(benchmark, "_CHOICES", {})
+    assert fastest_route(texts=TEXTS)["precision"] == choice["precision"]
+    # The book's default is untouched: fp32 unless auto is asked for.
+    assert TextEncoder(use_cache=False).precision == "fp32"
+
+
+def test_auto_precision_never_takes_an_unfaithful_route(empty_cache, monkeypatch):
+    import pandas as pd
+
+    import recutils.benchmark as benchmark
+
+    # int8 made the fastest by fiat; a threshold it cannot meet rules it out all the same.
+    fake = pd.DataFrame({"median_s": [3.0, 2.0, 1.0]}, index=list(AUTO_ROUTES))
+
+    def timed(candidates, repeats=3, warmup=True):
+        for run in candidates.values():
+            run()
+        return fake
+
+    monkeypatch.setattr(benchmark, "compare", timed)
+    assert fastest_route(texts=TEXTS)["precision"] == "onnx-int8"
+    strict = fastest_route(texts=TEXTS, threshold=0.99999)
+    assert strict["precision"] == "onnx-fp32" and strict["min_cosine"]["onnx-int8"] < 0.99999
+    monkeypatch.setattr(text_module, "fastest_route", lambda *a, **k: {"precision": "onnx-fp32"})
+    assert TextEncoder(precision="auto", use_cache=False).precision == "onnx-fp32"
+    with pytest.raises(ValueError, match="precision auto chooses among CPU routes"):
+        TextEncoder(precision="auto", int8_recipe="all")
