@@ -79,8 +79,12 @@ def inject_fake_users(split: Split, target: int, n_fake: int, filler: torch.Tens
     """
     if n_fake < 1:
         raise ValueError(f"n_fake must be at least 1, got {n_fake}")
-    if not 0 <= target < split.train.n_items:
-        raise ValueError(f"target {target} is not an item index (0..{split.train.n_items - 1})")
+    if len(split.train) == 0:
+        raise ValueError("the split's train part is empty: there is no data to add fake users to")
+    n_items = split.train.n_items
+    for what, item in [("target", target), *(("filler item", int(i)) for i in filler)]:
+        if not 0 <= item < n_items:
+            raise ValueError(f"{what} {item} is not an item index (0..{n_items - 1})")
     items = [target, *[int(i) for i in filler if int(i) != target]]
     start = split.train.n_users
     last = int(split.train.frame["timestamp"].max())

@@ -17,7 +17,7 @@ from recutils.perturb import (
     truncate_histories,
 )
 from recutils.selection import evaluate_seeds
-from recutils.split import Split, temporal_split
+from recutils.split import Interactions, Split, temporal_split
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,12 @@ def test_fake_users_rate_the_target_and_filler_in_train_only(split):
     assert len(attacked.test) == len(split.test)
     with pytest.raises(ValueError, match="target"):
         inject_fake_users(split, target=10_000, n_fake=1, filler=torch.tensor([1]))
+    with pytest.raises(ValueError, match="filler item -1"):
+        inject_fake_users(split, target=5, n_fake=1, filler=torch.tensor([1, -1]))
+    no_rows = Interactions(split.train.frame.iloc[:0], split.train.n_users, split.train.n_items)
+    empty = Split(split.protocol, no_rows, split.test)
+    with pytest.raises(ValueError, match="train part is empty"):
+        inject_fake_users(empty, target=5, n_fake=1, filler=torch.tensor([1]))
 
 
 def test_noise_replaces_a_share_with_unseen_items(split):
