@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 import pandas as pd
 import torch
@@ -24,6 +24,7 @@ from recutils.similarity import association_matrix, cosine_similarity, top_k
 from recutils.split import Interactions, Split
 
 Normalisation = Literal["minmax", "zscore", "rank", "softmax"]
+T = TypeVar("T")
 
 
 def normalise_scores(
@@ -193,10 +194,8 @@ class ScoreFusion(_Combiner):
         vetoed = torch.zeros_like(seen)
         for model, weight in self._active():
             scores = model.score(users)
-            vetoed |= torch.isneginf(scores) & ~seen
-            normalised = _normalised(model, users, scores, self.normalisation, seen)
-            # Vetoed entries end as -inf whatever the sum: 0 in their place keeps the arithmetic finite.
-            normalised = normalised.masked_fill(torch.isneginf(normalised), 0.0)
+            member_vetoes, normalised = _fusion_terms(model, users, scores, self.normalisation, seen)
+            vetoed |= member_vetoes
             if self.method == "combmnz":
                 in_top = (model._ranks(users, scores) <= self.depth) & ~torch.isneginf(scores)
                 normalised = normalised * in_top
@@ -498,23 +497,24 @@ class CachedScores(Recommender):
 
     def _fit(self, train: Interactions) -> None:
         require_fitted_on(self.model, train)
-        self._memo: dict[tuple[bytes, str], torch.Tensor] = {}
+        self._memo: dict[tuple[bytes, str], object] = {}
 
     def score(self, users: UserIndices) -> torch.Tensor:
         # The wrapped model's score has checked its scores already: they are not checked again.
         users = self._check_users(users)
-        return self._remember(users, "raw", lambda: self.model.score(users))
+        return self.remember(users, "raw", lambda: self.model.score(users))
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         return self.score(users)
 
     def normalised(self, users: torch.Tensor, method: Normalisation) -> torch.Tensor:
         """``normalise_scores(score(users), method, mask=seen items)``, remembered like the scores."""
-        return self._remember(
+        return self.remember(
             users, method, lambda: normalise_scores(self.score(users), method, self.seen_[users])
         )
 
-    def _remember(self, users: torch.Tensor, what: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def remember(self, users: torch.Tensor, what: str, compute: Callable[[], T]) -> T:
+        """``compute()``, computed once per batch of ``users`` and name ``what``."""
         key = (users.numpy().tobytes(), what)
         if key not in self._memo:
             self._memo[key] = compute()
@@ -529,6 +529,23 @@ def _normalised(
     if isinstance(model, CachedScores):
         return model.normalised(users, method)
     return normalise_scores(scores, method, seen)
+
+
+def _fusion_terms(
+    model: Recommender, users: torch.Tensor, scores: torch.Tensor, method: Normalisation, seen: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A member's part in a score fusion: (b, n_items) bool, its vetoes (−inf on an unseen item),
+    and its normalised scores with those entries 0. Remembered by a :class:`CachedScores` member
+    (``seen`` is the member's own: a fusion's members are fitted on its train data)."""
+
+    def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        normalised = normalise_scores(scores, method, seen)
+        # Vetoed entries end as -inf whatever the sum: 0 in their place keeps the arithmetic finite.
+        return torch.isneginf(scores) & ~seen, normalised.masked_fill(torch.isneginf(normalised), 0.0)
+
+    if isinstance(model, CachedScores):
+        return model.remember(users, f"fusion terms ({method})", compute)
+    return compute()
 
 
 def cache_scores(models: Sequence[Recommender]) -> list[CachedScores]:
