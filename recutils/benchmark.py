@@ -215,9 +215,8 @@ def cached_choice(
     text = json.dumps(dict(key), sort_keys=True, default=str)
     digest = hashlib.sha256(f"{kind}|{text}".encode()).hexdigest()[:24]
     path = cache_dir() / "routes" / f"{kind}-{digest}.json"
-    memo = f"{path}"
-    if memo in _CHOICES and not refresh:
-        return _CHOICES[memo]
+    if str(path) in _CHOICES and not refresh:
+        return _CHOICES[str(path)]
     record = None
     if path.is_file() and not refresh:
         try:
@@ -232,7 +231,7 @@ def cached_choice(
         record["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         with atomic_path(path) as partial:
             partial.write_text(json.dumps(record, indent=1) + "\n")
-    _CHOICES[memo] = record
+    _CHOICES[str(path)] = record
     return record
 
 

@@ -539,7 +539,7 @@ def _fusion_terms(
     (``seen`` is the member's own: a fusion's members are fitted on its train data)."""
 
     def compute() -> tuple[torch.Tensor, torch.Tensor]:
-        normalised = normalise_scores(scores, method, seen)
+        normalised = _normalised(model, users, scores, method, seen)
         # Vetoed entries end as -inf whatever the sum: 0 in their place keeps the arithmetic finite.
         return torch.isneginf(scores) & ~seen, normalised.masked_fill(torch.isneginf(normalised), 0.0)
 
