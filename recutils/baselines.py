@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 
 from recutils.checks import check_number
@@ -37,6 +39,31 @@ class Popularity(Recommender):
         return self.counts_.expand(len(users), -1)
 
 
+# The chapters fit EASE on the same train data with the same λ many times over (a grid, then
+# each seed of a combination, then the recency variants that share B), and each fit inverts an
+# items × items matrix; the last few solutions are kept, keyed by the data and λ.
+_EASE_SOLUTIONS: OrderedDict[tuple[str, float], torch.Tensor] = OrderedDict()
+_EASE_SOLUTIONS_KEPT = 8
+
+
+def _ease_weights(train: Interactions, l2: float) -> torch.Tensor:
+    """(n_items, n_items) float32 B = I − P / diag(P), P = (XᵀX + λI)⁻¹, from X = ``train``'s
+    binary matrix; shared between fits on equal data and λ, so never modified in place."""
+    key = (train.fingerprint(), float(l2))
+    if key in _EASE_SOLUTIONS:
+        _EASE_SOLUTIONS.move_to_end(key)
+        return _EASE_SOLUTIONS[key]
+    x = train.matrix(binary=True).double()
+    gram = x.T @ x + l2 * torch.eye(train.n_items, dtype=torch.float64)
+    p = torch.linalg.inv(gram)
+    b = -p / torch.diagonal(p)
+    b.fill_diagonal_(0.0)
+    _EASE_SOLUTIONS[key] = b.float()
+    while len(_EASE_SOLUTIONS) > _EASE_SOLUTIONS_KEPT:
+        _EASE_SOLUTIONS.popitem(last=False)
+    return _EASE_SOLUTIONS[key]
+
+
 class EASE(Recommender):
     """EASE^R (Steck 2019): a linear item-item model with a closed-form solution.
 
@@ -56,13 +83,8 @@ class EASE(Recommender):
         return f"EASE(λ={self.l2:g})"
 
     def _fit(self, train: Interactions) -> None:
-        x = train.matrix(binary=True).double()
-        gram = x.T @ x + self.l2 * torch.eye(train.n_items, dtype=torch.float64)
-        p = torch.linalg.inv(gram)
-        b = -p / torch.diagonal(p)
-        b.fill_diagonal_(0.0)
-        self.weights_ = b.float()
-        self.x_ = x.float()
+        self.weights_ = _ease_weights(train, self.l2)
+        self.x_ = train.matrix(binary=True)
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         return self.x_[users] @ self.weights_

@@ -156,7 +156,9 @@ class ExcludeConsumed(Recommender):
                 "pass the original train interactions of the same catalogue"
             )
         n = min(train.n_users, self.consumed.n_users)
-        self.seen_[:n] |= self.consumed.matrix(binary=True)[:n] > 0
+        consumed = torch.zeros_like(self.seen_)
+        consumed[:n] = self.consumed.seen()[:n]
+        self.seen_ = self.seen_ | consumed  # a new tensor: train.seen() is shared
 
     def _fit(self, train: Interactions) -> None:
         require_fitted_on(self.base, train)

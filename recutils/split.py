@@ -107,6 +107,18 @@ class Interactions:
             object.__setattr__(self, "_items_by_user", cached)
         return dict(cached)
 
+    def seen(self) -> torch.Tensor:
+        """(n_users, n_items) bool, True where the user interacted with the item.
+
+        Computed once per object, like :meth:`fingerprint` (every model fitted on these
+        interactions shares it): do not modify the returned tensor.
+        """
+        cached = self.__dict__.get("_seen")
+        if cached is None:
+            cached = self.matrix(binary=True) > 0
+            object.__setattr__(self, "_seen", cached)
+        return cached
+
     def user_counts(self) -> torch.Tensor:
         """Returns: (n_users,) int64 number of interactions per user."""
         return torch.bincount(self.column("user"), minlength=self.n_users)

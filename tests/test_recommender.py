@@ -4,6 +4,7 @@ import torch
 
 from recutils.baselines import EASE, Popularity, RandomRecommender
 from recutils.metrics import evaluate, tune
+from recutils.perturb import ExcludeConsumed
 from recutils.recommender import Recommender
 from recutils.split import Interactions, temporal_split, validation_split
 
@@ -97,6 +98,25 @@ def test_ease_matches_per_column_ridge_regression():
         expected = torch.linalg.solve(a.T @ a + l2 * torch.eye(7, dtype=torch.float64), a.T @ xd[:, j])
         assert torch.allclose(weights[others, j], expected, atol=1e-5)
         assert weights[j, j] == 0
+
+
+def test_ease_solutions_are_shared_only_between_equal_data_and_l2():
+    train = _tiny()
+    first, again = EASE(l2=3.0).fit(train), EASE(l2=3.0).fit(_tiny())  # equal data, another object
+    assert again.weights_ is first.weights_
+    assert EASE(l2=30.0).fit(train).weights_ is not first.weights_
+    other = Interactions(train.frame.assign(item=train.frame["item"].replace({3: 4})), 4, 6)
+    assert not torch.equal(EASE(l2=3.0).fit(other).weights_, first.weights_)
+
+
+def test_excluding_consumed_items_leaves_the_shared_seen_matrix_alone():
+    train = _tiny()
+    seen = train.seen().clone()
+    consumed = Interactions(pd.DataFrame([(1, 5, 1, 9)], columns=["user", "item", "rating", "timestamp"]), 4, 6)
+    wrapped = ExcludeConsumed(Popularity().fit(train), consumed).fit(train)
+    assert wrapped.seen_[1, 5] and not train.seen()[1, 5]
+    assert torch.equal(train.seen(), seen)
+    assert set(wrapped.recommend([1], k=4)[0].tolist()) == {0, 1, 3, 4}  # user 1 saw item 2, consumed item 5
 
 
 def test_ease_recovers_planted_clusters(synthetic):
