@@ -463,17 +463,6 @@ def tune_weights(
     return table.loc[table[metric].idxmax(), "weights"], table
 
 
-def intra_list_diversity(recommended: torch.Tensor, item_vectors: torch.Tensor) -> float:
-    """Mean pairwise cosine distance (1 − cos) between the items of each list, averaged over lists."""
-    if recommended.ndim != 2 or recommended.shape[1] < 2:
-        raise ValueError("need (n_users, k) lists with k >= 2")
-    unit = torch.nn.functional.normalize(item_vectors.float(), dim=1)[recommended]
-    sims = unit @ unit.transpose(1, 2)
-    k = recommended.shape[1]
-    off_diagonal = (sims.sum(dim=(1, 2)) - sims.diagonal(dim1=1, dim2=2).sum(dim=1)) / (k * (k - 1))
-    return float((1 - off_diagonal).mean())
-
-
 # --- Honest combination studies: every choice on validation, learned members over seeds -----
 
 

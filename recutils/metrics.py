@@ -10,6 +10,10 @@ Conventions (binary relevance; a user's relevant set is their test items;
 - HitRate@K = 1 if any hit.
 - MAP@K: mean over users of AP@K = Σ_j hit_j · Precision@j / min(|test|, K).
 - Coverage@K = distinct items in all top-K lists / number of items.
+- Sampled metrics (``sampled_evaluate``) rank the held-out item against sampled negatives
+  only; they are shown once, never used to choose.
+- Beyond accuracy (``beyond_accuracy``): novelty, Gini of exposure, intra-list diversity and
+  average popularity, each defined in its function's docstring.
 
 Each per-user metric is averaged over users with at least one test item.
 """
@@ -26,9 +30,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from recutils.checks import check_int
-from recutils.recommender import Recommender
-from recutils.split import Split
+from recutils.checks import check_int, check_rows
+from recutils.recommender import Recommender, require_fitted_on
+from recutils.split import Interactions, Split
 
 
 def hits_at_k(recommended: torch.Tensor, relevant: Sequence[Sequence[int] | np.ndarray]) -> torch.Tensor:
@@ -382,3 +386,279 @@ def _resample_shares(rng: np.random.Generator, n_resamples: int, n: int) -> np.n
     shares = np.zeros((n_resamples, n))
     np.add.at(shares, (np.arange(n_resamples)[:, None], drawn), 1.0 / n)
     return shares
+
+
+# --- Sampled metrics: shown once, for what they do; never used to choose anything -----------
+
+
+def sample_negatives(
+    split: Split, n_negatives: int = 100, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Negatives for sampled metrics: for each test user, ``n_negatives`` distinct items drawn
+    uniformly from the candidates (``split.candidates``, else every item) that the user has not
+    interacted with, in train or in test.
+
+    Returns: (n_test_users,) int64 users in ascending order and (n_test_users, n_negatives)
+        int64 negatives; the same for the same split and ``seed``.
+    Raises:
+        ValueError: a user has fewer than ``n_negatives`` such items.
+    """
+    n_negatives = check_int(n_negatives, "n_negatives", minimum=1)
+    users = torch.tensor(sorted(split.test.items_by_user()), dtype=torch.int64)
+    if len(users) == 0:
+        raise ValueError("the split has no test interactions")
+    n_items = split.train.n_items
+    rng = np.random.default_rng(seed)
+    seen = (split.train.matrix() > 0) | (split.test.matrix() > 0)
+    negatives = []
+    for start in range(0, len(users), 1024):  # bounds the (users, n_items) random keys
+        chunk = users[start : start + 1024]
+        allowed = ~seen[chunk]
+        if split.candidates is not None:
+            allowed &= split.candidates
+        n_allowed = allowed.sum(dim=1)
+        if (n_allowed < n_negatives).any():
+            worst = int(torch.argmin(n_allowed))
+            raise ValueError(
+                f"n_negatives={n_negatives} is more than the {int(n_allowed[worst])} items user "
+                f"{int(chunk[worst])} has not interacted with among the candidates; sample fewer"
+            )
+        # Uniform keys with the disallowed items pushed past 1: the n smallest are a uniform
+        # sample without replacement of the allowed items.
+        keys = rng.random((len(chunk), n_items))
+        keys[~allowed.numpy()] = 2.0
+        negatives.append(torch.from_numpy(np.argsort(keys, axis=1, kind="stable")[:, :n_negatives]))
+    return users, torch.cat(negatives)
+
+
+def sampled_evaluate(
+    model: Recommender,
+    split: Split,
+    n_negatives: int = 100,
+    seed: int = 0,
+    k: int = 10,
+    negatives: torch.Tensor | None = None,
+    per_user: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+    """Sampled metrics: each user's held-out item ranked against ``n_negatives`` sampled items only.
+
+    The convention of many sequential-recommendation papers, and a trap (Krichene & Rendle,
+    KDD 2020): ranking against 100 items instead of the catalogue inflates the numbers several
+    fold and can reorder models. The book shows it once; no choice may use it.
+
+    The sampled rank is 1 + the number of negatives scored above the held-out item, an equal
+    score going to the item first in the model's fixed random tie order (as in ``recommend``).
+    With one relevant item, sampled Recall@K = HitRate@K = 1 when rank <= K, and sampled
+    NDCG@K = 1 / log2(rank + 1) then, 0 otherwise.
+
+    Args:
+        split: a split with exactly one test item per test user (P4).
+        negatives: (n_test_users, n) explicit negatives, rows in ascending user order; default
+            :func:`sample_negatives` (``n_negatives``, ``seed``).
+        k: at most the list length, n + 1.
+    Returns: a one-row table (index: the model's name) with ``sampled NDCG@K``, ``sampled
+        Recall@K``, ``negatives`` and ``users``; with ``per_user``, also the per-user values and
+        sampled ``rank``, indexed by user.
+    Raises:
+        ValueError: a user with several test items, bad ``negatives`` (wrong shape, an item the
+            user interacted with or not a candidate), ``k`` > n + 1, or a model fitted on other data.
+    """
+    require_fitted_on(model, split.train)
+    k = check_int(k, "k", minimum=1)
+    relevant_by_user = split.test.items_by_user()
+    several = [u for u, items in relevant_by_user.items() if len(items) != 1]
+    if several:
+        raise ValueError(
+            f"sampled metrics rank one held-out item per user, but {len(several)} users have several "
+            f"test items (e.g. user {several[0]}); use a leave-last-one-out split (P4)"
+        )
+    _check_disjoint(split)
+    if negatives is None:
+        users, negatives = sample_negatives(split, n_negatives, seed)
+    else:
+        users = torch.tensor(sorted(relevant_by_user), dtype=torch.int64)
+        negatives = _check_negatives(negatives, split, users)
+    n = negatives.shape[1]
+    if k > n + 1:
+        raise ValueError(f"k={k} is longer than the sampled list of {n + 1} items (the held-out one and {n})")
+    held_out = torch.tensor([int(relevant_by_user[int(u)][0]) for u in users]).unsqueeze(1)
+    tie_position = torch.empty_like(model.tie_order_)
+    tie_position[model.tie_order_] = torch.arange(len(model.tie_order_))
+    ranks = []
+    for start in range(0, len(users), 1024):
+        rows = slice(start, start + 1024)
+        scores = model.score(users[rows])
+        positive, against = scores.gather(1, held_out[rows]), scores.gather(1, negatives[rows])
+        first = tie_position[negatives[rows]] < tie_position[held_out[rows]]
+        ranks.append(1 + ((against > positive) | ((against == positive) & first)).sum(dim=1))
+    rank = torch.cat(ranks)
+    hits = torch.arange(1, k + 1).unsqueeze(0) == rank.unsqueeze(1)
+    ones = torch.ones(len(users))
+    table = pd.DataFrame(
+        {
+            f"sampled NDCG@{k}": ndcg_at_k(hits, ones).numpy(),
+            f"sampled Recall@{k}": recall_at_k(hits, ones).numpy(),
+            "rank": rank.numpy(),
+        },
+        index=pd.Index(users.numpy(), name="user"),
+    )
+    summary = table.drop(columns="rank").mean().to_frame(model.name).T
+    summary["negatives"] = n
+    summary["users"] = len(users)
+    return (summary, table) if per_user else summary
+
+
+def _check_negatives(negatives: torch.Tensor, split: Split, users: torch.Tensor) -> torch.Tensor:
+    """Explicit negatives as int64, after checking their shape and range, that they are candidates
+    and that no user has seen them."""
+    if not isinstance(negatives, torch.Tensor) or negatives.ndim != 2 or len(negatives) != len(users):
+        shape = tuple(negatives.shape) if isinstance(negatives, torch.Tensor) else type(negatives).__name__
+        raise ValueError(f"negatives must be a ({len(users)}, n) tensor, one row per test user, got {shape}")
+    if negatives.dtype.is_floating_point or negatives.dtype == torch.bool or negatives.shape[1] == 0:
+        raise ValueError(
+            f"negatives must hold at least one integer item index per row, got {negatives.dtype}"
+        )
+    negatives = negatives.to(torch.int64)
+    n_items = split.train.n_items
+    if (negatives < 0).any() or (negatives >= n_items).any():
+        raise ValueError(f"negatives must be item indices in 0..{n_items - 1}")
+    if split.candidates is not None and not bool(split.candidates[negatives].all()):
+        outside = negatives[~split.candidates[negatives]]
+        raise ValueError(f"negative item {int(outside[0])} is not among the split's candidates")
+    seen = (split.train.matrix() > 0)[users] | (split.test.matrix() > 0)[users]
+    clash = seen.gather(1, negatives)
+    if clash.any():
+        row, column = (int(i) for i in torch.nonzero(clash)[0])
+        raise ValueError(
+            f"negative item {int(negatives[row, column])} of user {int(users[row])} is one the user "
+            "interacted with (train or test); a negative must be unseen"
+        )
+    return negatives
+
+
+# --- Beyond accuracy: what the lists hold, whatever their hits ------------------------------
+
+
+def _check_recommended(recommended: torch.Tensor, n_items: int) -> torch.Tensor:
+    """``recommended`` as a (n_users, k) int64 tensor of item indices in 0..n_items-1."""
+    if not isinstance(recommended, torch.Tensor) or recommended.ndim != 2 or recommended.numel() == 0:
+        is_tensor = isinstance(recommended, torch.Tensor)
+        shape = tuple(recommended.shape) if is_tensor else type(recommended).__name__
+        raise ValueError(f"recommended must be a non-empty (n_users, k) tensor of item indices, got {shape}")
+    if recommended.dtype.is_floating_point or recommended.dtype == torch.bool:
+        raise ValueError(f"recommended must hold integer item indices, got dtype {recommended.dtype}")
+    if int(recommended.min()) < 0 or int(recommended.max()) >= n_items:
+        raise ValueError(f"recommended items must lie in 0..{n_items - 1}, found {int(recommended.min())}.."
+                         f"{int(recommended.max())}")
+    return recommended.to(torch.int64)
+
+
+def novelty(recommended: torch.Tensor, train: Interactions) -> float:
+    """Mean self-information of the recommended items, in bits.
+
+    p(i) = the share of train users (those with at least one train interaction) who interacted
+    with item i; novelty = mean over every slot of every list of −log2 p(i). An item no train
+    user has touched counts as touched by one (the rarest that can be observed), so its
+    novelty is log2(number of train users), not infinite.
+
+    Args:
+        recommended: (n_users, k) int64 item indices.
+    Returns: bits, 0 when every list holds only items every train user has seen.
+    """
+    recommended = _check_recommended(recommended, train.n_items)
+    n_users = int((train.user_counts() > 0).sum())
+    share = train.item_counts().clamp(min=1).double() / max(n_users, 1)
+    return float(-torch.log2(share[recommended]).mean())
+
+
+def average_popularity(recommended: torch.Tensor, train: Interactions) -> float:
+    """Mean number of train users who interacted with each recommended item (ARP), over every slot.
+
+    Args:
+        recommended: (n_users, k) int64 item indices.
+    """
+    recommended = _check_recommended(recommended, train.n_items)
+    return float(train.item_counts().double()[recommended].mean())
+
+
+def gini_exposure(recommended: torch.Tensor, catalogue: torch.Tensor | int) -> float:
+    """Gini coefficient of how often each catalogue item appears in the lists.
+
+    With exposures e sorted ascending over the n catalogue items (items never recommended count
+    as 0), G = Σ_j (2j − n − 1) e_(j) / (n Σ e), j from 1: 0 when every item is recommended
+    equally often, (n − 1) / n when one item takes every slot.
+
+    Args:
+        recommended: (n_users, k) int64 item indices, all in the catalogue.
+        catalogue: (n_items,) bool, the rankable items (``split.candidates``), or n_items for all.
+    """
+    if isinstance(catalogue, torch.Tensor):
+        if catalogue.dtype != torch.bool or catalogue.ndim != 1 or not catalogue.any():
+            raise ValueError("catalogue must be a 1-d bool tensor marking at least one item")
+        mask = catalogue
+    else:
+        mask = torch.ones(check_int(catalogue, "catalogue", minimum=1), dtype=torch.bool)
+    recommended = _check_recommended(recommended, len(mask))
+    outside = recommended[~mask[recommended]]
+    if len(outside):
+        raise ValueError(f"recommended item {int(outside[0])} is not in the catalogue")
+    exposure = torch.sort(torch.bincount(recommended.flatten(), minlength=len(mask))[mask].double()).values
+    n = len(exposure)
+    weights = 2 * torch.arange(1, n + 1, dtype=torch.float64) - n - 1
+    return float((weights * exposure).sum() / (n * exposure.sum()))
+
+
+def intra_list_diversity(recommended: torch.Tensor, item_vectors: torch.Tensor) -> float:
+    """Mean pairwise cosine distance (1 − cos) within each list, averaged over lists.
+
+    Args:
+        recommended: (n_users, k) int64 item indices, k >= 2.
+        item_vectors: (n_items, dim) finite item vectors (text vectors, genre indicators). An
+            all-zero vector (a film with no genre) has no direction: it counts as orthogonal
+            to every other item (distance 1).
+    Returns: in [0, 2]; 0 when each list holds items pointing the same way.
+    """
+    if not isinstance(item_vectors, torch.Tensor):
+        raise ValueError(f"item_vectors must be a torch.Tensor, got {type(item_vectors).__name__}")
+    item_vectors = check_rows(item_vectors, "item_vectors", len(item_vectors))
+    recommended = _check_recommended(recommended, len(item_vectors))
+    k = recommended.shape[1]
+    if k < 2:
+        raise ValueError("intra-list diversity needs lists of at least 2 items")
+    unit = torch.nn.functional.normalize(item_vectors.float(), dim=1)[recommended]  # (n_users, k, dim)
+    similarity = unit @ unit.transpose(1, 2)
+    pair_mean = (similarity.sum(dim=(1, 2)) - similarity.diagonal(dim1=1, dim2=2).sum(dim=1)) / (k * (k - 1))
+    return float((1 - pair_mean).mean())
+
+
+def beyond_accuracy(
+    recommended: torch.Tensor,
+    train: Interactions,
+    item_vectors: torch.Tensor | None = None,
+    candidates: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Every beyond-accuracy metric of a set of top-K lists, for one row of a table.
+
+    Args:
+        recommended: (n_users, k) int64 item indices (``model.recommend(users, k, candidates=...)``).
+        train: the interactions the model was fitted on (popularity and novelty come from them).
+        item_vectors: (n_items, dim) for intra-list diversity; left out of the result when None.
+        candidates: (n_items,) bool, the rankable items (``split.candidates``); None: every item.
+    Returns: ``Novelty@K`` (bits, :func:`novelty`), ``Coverage@K`` (share of the candidates,
+        :func:`coverage_at_k`), ``Gini@K`` (:func:`gini_exposure`), ``ILD@K``
+        (:func:`intra_list_diversity`) and ``AvgPop@K`` (:func:`average_popularity`).
+    """
+    recommended = _check_recommended(recommended, train.n_items)
+    k = recommended.shape[1]
+    catalogue = candidates if candidates is not None else train.n_items
+    n_rankable = train.n_items if candidates is None else int(candidates.sum())
+    result = {
+        f"Novelty@{k}": novelty(recommended, train),
+        f"Coverage@{k}": coverage_at_k(recommended, n_rankable),
+        f"Gini@{k}": gini_exposure(recommended, catalogue),
+    }
+    if item_vectors is not None:
+        check_rows(item_vectors, "item_vectors", train.n_items)
+        result[f"ILD@{k}"] = intra_list_diversity(recommended, item_vectors)
+    result[f"AvgPop@{k}"] = average_popularity(recommended, train)
+    return result

@@ -9,19 +9,23 @@ warm users and warm items (both seen in train). P2, cold-start items: 20% of ite
 (seed 0) are cold; all their interactions are test, the rest train, and only
 cold items are ranked. P3, cold-start users: 20% of users (seed 0) are new; all
 their interactions are test, and models must score them without a history (from
-their own vectors, e.g. a query or a profile).
+their own vectors, e.g. a query or a profile). P4, leave-last-one-out (the protocol of
+SASRec, BERT4Rec and LlamaRec): after a k-core filter, each user's last interaction is
+test, the one before it validation, and every other surviving item is ranked.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
+
+from recutils.checks import check_int
 
 COLUMNS = ("user", "item", "rating", "timestamp")
 
@@ -149,14 +153,14 @@ class Split:
     """A train/test split and the items a model may rank.
 
     Attributes:
-        protocol: "P1" (warm top-N), "P2" (cold-start items), "P3" (cold-start users)
-            or "G" (global time cut).
+        protocol: "P1" (warm top-N), "P2" (cold-start items), "P3" (cold-start users),
+            "P4" (leave-last-one-out) or "G" (global time cut).
         train: what models are fitted on.
         test: held-out interactions; each user's test items are the relevant set.
         candidates: (n_items,) bool, the rankable items; None means every item.
     """
 
-    protocol: Literal["P1", "P2", "P3", "G"]
+    protocol: Literal["P1", "P2", "P3", "P4", "G"]
     train: Interactions
     test: Interactions
     candidates: torch.Tensor | None = None
@@ -300,7 +304,11 @@ def cold_user_split(interactions: Interactions, cold_fraction: float = 0.2, seed
 def validation_split(split: Split, seed: int = 1) -> Split:
     """The same protocol applied to ``split.train``: tune on this, never on test.
 
-    For G the cut is the same quantile (0.8) of the train timestamps."""
+    For G the cut is the same quantile (0.8) of the train timestamps. For P4 it is
+    :func:`leave_last_out_split` of ``split.train`` (validation test = each user's
+    second-to-last item) ranking the same ``candidates`` as ``split``."""
+    if split.protocol == "P4":
+        return replace(leave_last_out_split(split.train), candidates=split.candidates)
     if split.protocol == "P1":
         return temporal_split(split.train)
     if split.protocol == "G":
@@ -309,3 +317,103 @@ def validation_split(split: Split, seed: int = 1) -> Split:
         return cold_user_split(split.train, seed=seed)
     warm = split.train.item_counts() > 0
     return cold_item_split(split.train, seed=seed, pool=warm)
+
+
+def k_core(interactions: Interactions, k: int = 5) -> Interactions:
+    """Keep only users and items with at least ``k`` interactions, repeating until stable.
+
+    Dropping a sparse item can push a user below ``k`` and the other way round, so the
+    filter runs until a pass removes nothing: then every user and every item left has at
+    least ``k`` interactions.
+
+    The index space is kept (``n_users`` and ``n_items`` as given): users and items that
+    are filtered out simply have no rows. Item text vectors and item tables stay aligned
+    with the item indices; :func:`leave_last_out_split` ranks only the items that survive.
+
+    Returns: the surviving interactions, rows in their input order.
+    Raises:
+        ValueError: ``k`` < 1, empty input, or nothing survives the filter.
+    """
+    k = check_int(k, "k", minimum=1)
+    if len(interactions) == 0:
+        raise ValueError("cannot filter an empty set of interactions")
+    frame = interactions.frame
+    while True:
+        users = frame["user"].to_numpy(np.int64)
+        items = frame["item"].to_numpy(np.int64)
+        user_ok = np.bincount(users, minlength=interactions.n_users)[users] >= k
+        item_ok = np.bincount(items, minlength=interactions.n_items)[items] >= k
+        keep = user_ok & item_ok
+        if keep.all():
+            break
+        frame = frame[keep]
+        if len(frame) == 0:
+            raise ValueError(
+                f"no interactions survive a {k}-core filter of {len(interactions)} interactions; "
+                "choose a smaller k"
+            )
+    return Interactions(frame.reset_index(drop=True), interactions.n_users, interactions.n_items)
+
+
+def leave_last_out_split(interactions: Interactions) -> Split:
+    """P4: each user's last interaction is test, the rest train; every item with a row is ranked.
+
+    Each user's history is ordered by (timestamp, item index): a total order, so the split
+    does not depend on the order of the input rows (a same-second tie goes to the lower item
+    index, as the LlamaRec code orders ML-100K). The rows of ``train`` and ``test`` come in
+    that order, so :func:`recutils.sequences.ordered_histories` reads the same sequence.
+
+    The whole protocol (:func:`p4_splits` does all of it):
+
+    - ``split = leave_last_out_split(k_core(interactions, 5))``: test = the last item,
+      ``split.train`` = everything before it, which is train + validation: the history
+      a model is refitted on and scored from at test time;
+    - ``validation_split(split)`` = this function on ``split.train``: its test is each
+      user's second-to-last item, its train everything before that. Tune and early-stop on it.
+
+    ``candidates`` marks the items with at least one row in ``interactions`` (after a k-core
+    filter, the survivors): filtered-out items are never ranked, and ``evaluate`` also drops
+    each user's train items, so every other surviving item is ranked.
+
+    Raises:
+        ValueError: empty input, or a user with a single interaction (no train history);
+            filter with :func:`k_core` (k >= 2) first.
+    """
+    if len(interactions) == 0:
+        raise ValueError("cannot split an empty set of interactions")
+    counts = interactions.user_counts()
+    single = torch.nonzero(counts == 1).squeeze(1)
+    if len(single):
+        raise ValueError(
+            f"{len(single)} users have a single interaction (e.g. user {int(single[0])}), which would leave "
+            "them no train history; filter with k_core(interactions, k) first (k >= 2 for a split, k >= 3 "
+            "for its validation split too; the papers use 5)"
+        )
+    frame = interactions.frame.sort_values(["user", "timestamp", "item"], kind="stable")
+    frame = frame.reset_index(drop=True)
+    users = frame["user"].to_numpy(np.int64)
+    is_test = np.append(users[1:] != users[:-1], True)  # the last row of each user's block
+    n_users, n_items = interactions.n_users, interactions.n_items
+    return Split(
+        protocol="P4",
+        train=Interactions(frame[~is_test].reset_index(drop=True), n_users, n_items),
+        test=Interactions(frame[is_test].reset_index(drop=True), n_users, n_items),
+        candidates=interactions.item_counts() > 0,
+    )
+
+
+def p4_splits(interactions: Interactions, k: int = 5) -> tuple[Split, Split]:
+    """P4 as the LlamaRec code prepares ML-100K: a ``k``-core filter, then leave-last-one-out.
+
+    Returns: ``(split, validation)``. Tune and early-stop on ``validation`` (train: all but
+    each user's last two items; test: the second-to-last), then refit on ``split.train`` (train
+    + validation) and evaluate on ``split`` (test: the last item). Both rank the same surviving
+    items, each user's own train items excluded.
+    Raises:
+        ValueError: as :func:`k_core`; or ``k`` < 3, which would leave a user with no
+            validation history.
+    """
+    if check_int(k, "k", minimum=1) < 3:
+        raise ValueError(f"P4 needs k >= 3 (a train, a validation and a test item per user), got k={k}")
+    split = leave_last_out_split(k_core(interactions, k))
+    return split, validation_split(split)

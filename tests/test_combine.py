@@ -15,11 +15,11 @@ from recutils.combine import (
     RankFusion,
     ScoreFusion,
     cache_scores,
-    intra_list_diversity,
     normalise_scores,
     simplex_grid,
     tune_weights,
 )
+from recutils.metrics import intra_list_diversity
 from recutils.recommender import Recommender
 from recutils.split import Interactions, temporal_split, validation_split
 
