@@ -33,14 +33,20 @@ from tqdm.auto import tqdm
 from recutils.cache import cached_folder, kernel_paths
 from recutils.checkpoint import read_checkpoint, save_checkpoint
 from recutils.checks import check_int, check_number
-from recutils.metrics import evaluate
 from recutils.recommender import Recommender, VectorRecommender
 from recutils.repeatable import repeatable_training
 from recutils.seqtower import CausalSelfAttention, last_windows
 from recutils.sequences import ordered_histories
 from recutils.split import Interactions, Split
 from recutils.text import pick_device
-from recutils.training import EarlyStopping, TrainingLog, early_stop_then_refit, record_epoch
+from recutils.training import (
+    EarlyStopping,
+    TrainingLog,
+    check_epoch,
+    early_stop_then_refit,
+    finish_training,
+    record_epoch,
+)
 
 # Bump when training or architecture code changes, so cached models are retrained.
 MODEL_VERSION = "sasrec-v1"
@@ -305,16 +311,9 @@ class SASRec(VectorRecommender):
                 optimiser.step()
                 total += loss.item()
             record_epoch(log, total, steps, started, self.name, f"lr {c.lr:g}")
-            if frozen is None:
-                continue
-            ndcg = float(evaluate(frozen, monitor)["NDCG@10"].iloc[0])
-            log.validation_ndcg.append(ndcg)
-            bar.set_postfix(loss=f"{log.loss[-1]:.3f}", val_ndcg=f"{ndcg:.4f}")
-            if stopping.update(ndcg, epoch + 1, net):
+            if frozen is not None and check_epoch(log, stopping, frozen, monitor, epoch, bar, net):
                 break
-        stopping.restore(net)
-        log.best_epoch = stopping.best_at
-        return net.eval(), log
+        return finish_training(log, stopping, net), log
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         return _score_with(self.net_, self._histories, users, self.device)

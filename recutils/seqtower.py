@@ -27,13 +27,19 @@ from tqdm.auto import tqdm
 from recutils.cache import cached_folder, kernel_paths
 from recutils.checkpoint import read_checkpoint, save_checkpoint
 from recutils.checks import check_int, check_number
-from recutils.metrics import evaluate
 from recutils.recommender import Recommender, VectorRecommender
 from recutils.repeatable import repeatable_training
 from recutils.sequences import ordered_histories
 from recutils.split import Interactions, Split
 from recutils.text import pick_device
-from recutils.training import EarlyStopping, TrainingLog, early_stop_then_refit, record_epoch
+from recutils.training import (
+    EarlyStopping,
+    TrainingLog,
+    check_epoch,
+    early_stop_then_refit,
+    finish_training,
+    record_epoch,
+)
 from recutils.twotower import mlp
 
 # Bump when training or architecture code changes, so cached models are retrained.
@@ -343,16 +349,10 @@ class SequenceTower(VectorRecommender):
                 total += loss.item()
             record_epoch(log, total, steps, started, self.name, f"lr {c.lr:g}, temperature {c.temperature:g}")
             schedule.step()
-            if monitor is None:
-                continue
-            ndcg = float(evaluate(_FrozenSequence(net, monitor.train, self.device), monitor)["NDCG@10"].iloc[0])
-            log.validation_ndcg.append(ndcg)
-            bar.set_postfix(loss=f"{log.loss[-1]:.3f}", val_ndcg=f"{ndcg:.4f}")
-            if stopping.update(ndcg, epoch + 1, net):
+            probe = None if monitor is None else _FrozenSequence(net, monitor.train, self.device)
+            if probe is not None and check_epoch(log, stopping, probe, monitor, epoch, bar, net):
                 break
-        stopping.restore(net)
-        log.best_epoch = stopping.best_at
-        return net.eval(), log
+        return finish_training(log, stopping, net), log
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         return _score_with(self.net_, self._histories, users, self.device)

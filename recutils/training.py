@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from recutils.metrics import evaluate
+from recutils.recommender import Recommender
 from recutils.split import Interactions, Split
 
 
@@ -60,6 +63,31 @@ class EarlyStopping:
         if self.state is not None:
             for module, state in zip(modules, self.state, strict=True):
                 module.load_state_dict(state)
+
+
+def check_epoch(
+    log: TrainingLog,
+    stopping: EarlyStopping,
+    probe: Recommender,
+    monitor: Split,
+    epoch: int,
+    bar: tqdm,
+    net: nn.Module,
+) -> bool:
+    """After epoch ``epoch`` (counted from 0): the validation NDCG@10 of ``net``, read through
+    ``probe`` (the network behind the recommender interface), logged and shown on the progress
+    bar. Returns whether early stopping says to stop."""
+    ndcg = float(evaluate(probe, monitor)["NDCG@10"].iloc[0])
+    log.validation_ndcg.append(ndcg)
+    bar.set_postfix(loss=f"{log.loss[-1]:.3f}", val_ndcg=f"{ndcg:.4f}")
+    return stopping.update(ndcg, epoch + 1, net)
+
+
+def finish_training(log: TrainingLog, stopping: EarlyStopping, net: nn.Module) -> nn.Module:
+    """``net`` with the best validation weights back, in eval mode; their epoch in ``log.best_epoch``."""
+    stopping.restore(net)
+    log.best_epoch = stopping.best_at
+    return net.eval()
 
 
 def history_keep_mask(

@@ -35,7 +35,6 @@ from recutils.cache import cached_folder, kernel_paths
 from recutils.checkpoint import read_checkpoint, save_checkpoint
 from recutils.checks import check_int, check_number
 from recutils.index import IndexKind
-from recutils.metrics import evaluate
 from recutils.recommender import Recommender, VectorRecommender
 from recutils.repeatable import repeatable_training
 from recutils.split import Interactions, Split
@@ -43,7 +42,9 @@ from recutils.text import pick_device
 from recutils.training import (
     EarlyStopping,
     TrainingLog,
+    check_epoch,
     early_stop_then_refit,
+    finish_training,
     history_keep_mask,
     record_epoch,
 )
@@ -430,17 +431,10 @@ class TwoTower(VectorRecommender):
                          f"optimizer {c.optimizer}, lr {c.lr:g}, temperature {c.temperature:g}")
             if schedule is not None:
                 schedule.step()
-            if monitor is None:
-                continue
-            ndcg = self._validation_ndcg(net, monitor)
-            log.validation_ndcg.append(ndcg)
-            bar.set_postfix(loss=f"{log.loss[-1]:.3f}", val_ndcg=f"{ndcg:.4f}")
-            if stopping.update(ndcg, epoch + 1, net):
+            probe = None if monitor is None else _FrozenTwoTower(net, monitor.train, self.device)
+            if probe is not None and check_epoch(log, stopping, probe, monitor, epoch, bar, net):
                 break
-        stopping.restore(net)
-        log.best_epoch = stopping.best_at
-        net.eval()
-        return net, log
+        return finish_training(log, stopping, net), log
 
     def _batch_loss(
         self,
@@ -473,10 +467,6 @@ class TwoTower(VectorRecommender):
         else:
             negative_h = net.item_vectors(negatives.reshape(-1)).reshape(len(u), c.negatives, -1)
         return sampled_bce_loss(user_h, item_h, negative_h, c.temperature)
-
-    def _validation_ndcg(self, net: TwoTowerNet, split: Split) -> float:
-        probe = _FrozenTwoTower(net, split.train, self.device)
-        return float(evaluate(probe, split)["NDCG@10"].iloc[0])
 
     # --- scoring ---------------------------------------------------------------------------
 
