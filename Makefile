@@ -123,11 +123,13 @@ browser: $(STAMP)
 
 # The notebooks are checked (and executed) in two groups at once, one CPU thread each; see
 # .ci/notebook-groups. Group A is chapter 4, which trains the towers that chapters 6a, 7 and 9 then
-# read from the cache, and chapter 8 (no towers), so that the two groups take about as long warm;
-# group B runs the rest, chapters 5 and 5b last, by when more of chapter 4's towers are cached. A tower is never trained twice: a group that needs one the other is
-# training waits for it (recutils.cache.cache_lock). Checked cells compare with tolerances
+# read from the cache, and chapters 8 and 6c (no towers), so that the two groups take about as
+# long warm (about 390 s each); group B runs the rest, chapters 5 and 5b last, by when more of
+# chapter 4's towers are cached. A tower is never trained twice: a group that needs one the other
+# is training waits for it (recutils.cache.cache_lock). Checked cells compare with tolerances
 # (recutils.outputcheck): words and integers exactly, other numbers by the cell's tolerance tag.
-NOTEBOOKS_A := book/04_two_tower.ipynb book/06a_video.ipynb book/07_claims.ipynb book/08_scaling.ipynb book/09_serving.ipynb
+NOTEBOOKS_A := book/04_two_tower.ipynb book/06a_video.ipynb book/07_claims.ipynb book/08_scaling.ipynb book/09_serving.ipynb \
+	book/06c_social.ipynb
 NOTEBOOKS_LAST := book/05_combining_results.ipynb book/05b_order_and_finetuning.ipynb
 NOTEBOOKS_B := $(filter-out $(NOTEBOOKS_A) $(NOTEBOOKS_LAST),$(NOTEBOOKS)) $(NOTEBOOKS_LAST)
 
