@@ -143,6 +143,7 @@ def early_stop_then_refit(
     validation: Split | None,
     epochs: int,
     refit: bool,
+    early_run: tuple[nn.Module, TrainingLog] | None = None,
 ) -> tuple[nn.Module, TrainingLog, nn.Module | None, TrainingLog | None]:
     """Train early-stopped on ``validation``, then, with ``refit``, again on all of ``train`` for
     the number of epochs validation chose; without ``validation``, for ``epochs``.
@@ -150,13 +151,16 @@ def early_stop_then_refit(
     Args:
         train_fn: ``(interactions, epochs, monitor)`` -> the trained network and its log; with a
             ``monitor`` split it stops early on that split and restores the best epoch's weights.
+            Each call seeds its own random state, so the refit does not depend on the early run.
+        early_run: the early-stopped network and log of this very run when they are already at
+            hand (a cached model that differs only in ``refit``): used instead of training them again.
     Returns: the network to keep and its log (without refit, the early-stopped network and a
         copy of its log), then the early-stopped network and its log (None without ``validation``).
     """
     early, early_log = None, None
     if validation is not None:
         check_validation(validation, train)
-        early, early_log = train_fn(validation.train, epochs, validation)
+        early, early_log = early_run if early_run is not None else train_fn(validation.train, epochs, validation)
         epochs = max(1, early_log.best_epoch)
         if not refit:
             return early, copy.deepcopy(early_log), early, early_log

@@ -17,12 +17,13 @@ Over 500 lines as one idea: the network, its losses and the recommender that tra
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +32,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from recutils.cache import cached_folder, kernel_paths
+from recutils.cache import cache_dir, cached_folder, kernel_paths
 from recutils.checkpoint import read_checkpoint, save_checkpoint
 from recutils.checks import check_int, check_number
 from recutils.index import IndexKind
@@ -384,10 +385,30 @@ class TwoTower(VectorRecommender):
         # The towers are inductive: without refit, the early-stopped model scores users from
         # their full train histories without retraining.
         self.net_, self.log_, early, self.validation_log_ = early_stop_then_refit(
-            self._train, train, self.validation, self.config.epochs, self.config.refit
+            self._train, train, self.validation, self.config.epochs, self.config.refit, self._cached_early_run(train)
         )
         self.validation_net_ = early if self.config.refit else None  # kept: chapter 5b fine-tunes from it
         self._histories = Histories(train, self.device)
+
+    def _cached_early_run(self, train: Interactions) -> tuple[TwoTowerNet, TrainingLog] | None:
+        """The early-stopped network and log of this run, from a cached model that differs from
+        this one only in ``refit`` (its run on validation is this one's, bit for bit), or None.
+
+        A validation grid can then train without refits, and the setting it chooses is refit
+        without training its early run again (and the other way round).
+        """
+        if self.validation is None or not self.use_cache:
+            return None
+        twin = copy.copy(self)
+        twin.config = replace(self.config, refit=not self.config.refit)
+        folder = cache_dir() / "twotower" / twin._cache_key(train)
+        if not folder.is_dir():  # an entry is moved into place only when whole
+            return None
+        twin._load_folder(folder, train)
+        early = twin.validation_net_ if twin.config.refit else twin.net_
+        if early is None:  # an entry saved before the early-stopped network was kept
+            return None
+        return early, copy.deepcopy(twin.validation_log_)
 
     def _train(
         self, train: Interactions, epochs: int, monitor: Split | None

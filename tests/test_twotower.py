@@ -411,3 +411,23 @@ def test_the_early_stopped_network_survives_the_refit_and_the_cache(planted, emp
     (loaded.cache_entry_ / "validation_model.safetensors").unlink()  # an entry from before it was kept
     with pytest.raises(RuntimeError, match="delete"):
         TwoTower(vectors, validation=validation, **settings).fit(split.train).early_stopped_net()
+
+
+@pytest.mark.parametrize("first_refit", [True, False])
+def test_a_cached_twin_lends_its_early_run_bit_for_bit(planted, empty_cache, monkeypatch, first_refit):
+    # A model that differs from a cached one only in refit shares its run on validation: it must
+    # not train that run again, and must end with the weights it would have trained itself.
+    vectors, split = planted
+    validation = validation_split(split)
+    settings = {**SMALL, "epochs": 4, "patience": 2}
+    alone = TwoTower(vectors, validation=validation, use_cache=False, **settings, refit=not first_refit).fit(split.train)
+    TwoTower(vectors, validation=validation, **settings, refit=first_refit).fit(split.train)
+    calls = []
+    original = TwoTower._train
+    monkeypatch.setattr(TwoTower, "_train", lambda self, *a: calls.append(a[2]) or original(self, *a))
+    shared = TwoTower(vectors, validation=validation, **settings, refit=not first_refit).fit(split.train)
+    assert all(monitor is None for monitor in calls)  # no run on validation, at most the refit
+    assert len(calls) == (0 if first_refit else 1)
+    assert shared.validation_log_.validation_ndcg == alone.validation_log_.validation_ndcg
+    assert shared.log_.loss == alone.log_.loss
+    assert all(torch.equal(a, b) for a, b in zip(shared.net_.state_dict().values(), alone.net_.state_dict().values()))
