@@ -404,7 +404,10 @@ class TwoTower(VectorRecommender):
         folder = cache_dir() / "twotower" / twin._cache_key(train)
         if not folder.is_dir():  # an entry is moved into place only when whole
             return None
-        twin._load_folder(folder, train)
+        try:
+            twin._load_folder(folder, train)
+        except Exception:  # a damaged entry only loses the shortcut: this run trains in full
+            return None
         early = twin.validation_net_ if twin.config.refit else twin.net_
         if early is None:  # an entry saved before the early-stopped network was kept
             return None
