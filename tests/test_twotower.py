@@ -431,3 +431,16 @@ def test_a_cached_twin_lends_its_early_run_bit_for_bit(planted, empty_cache, mon
     assert shared.validation_log_.validation_ndcg == alone.validation_log_.validation_ndcg
     assert shared.log_.loss == alone.log_.loss
     assert all(torch.equal(a, b) for a, b in zip(shared.net_.state_dict().values(), alone.net_.state_dict().values()))
+
+
+def test_a_damaged_twin_entry_means_training_in_full(planted, empty_cache, monkeypatch):
+    vectors, split = planted
+    validation = validation_split(split)
+    settings = {**SMALL, "epochs": 3, "patience": 2}
+    twin = TwoTower(vectors, validation=validation, **settings, refit=True).fit(split.train)
+    (twin.cache_entry_ / "model.safetensors").write_bytes(b"not a checkpoint")
+    calls = []
+    original = TwoTower._train
+    monkeypatch.setattr(TwoTower, "_train", lambda self, *a: calls.append(a[2]) or original(self, *a))
+    TwoTower(vectors, validation=validation, **settings, refit=False).fit(split.train)
+    assert len(calls) == 1 and calls[0] is validation  # the run on validation, trained again
