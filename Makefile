@@ -107,7 +107,7 @@ html: $(STAMP) $(VENDOR_STAMP)
 # waiting), so two processes finish in about half the time. Group A holds the slowest files (Ray,
 # the towers, the server, processes racing on the cache), about half of the work.
 UNIT_A := tests/test_scale.py tests/test_twotower.py tests/test_serve.py tests/test_caches.py \
-	tests/test_seqtower.py tests/test_lmrerank.py
+	tests/test_seqtower.py tests/test_lmrerank.py tests/test_sasrec.py
 unit: $(STAMP)
 	@mkdir -p _build
 	@OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider $(UNIT_A) >_build/unit-a.log 2>&1 & a=$$!; \
@@ -123,13 +123,12 @@ browser: $(STAMP)
 
 # The notebooks are checked (and executed) in two groups at once, one CPU thread each; see
 # .ci/notebook-groups. Group A is chapter 4, which trains the towers that chapters 6a, 7 and 9 then
-# read from the cache, and chapters 8 and 6c (no towers), so that the two groups take about as
-# long warm (about 390 s each); group B runs the rest, chapters 5 and 5b last, by when more of
+# read from the cache, and chapter 8 (no towers; its Ray actors take the second core for a minute),
+# so that the two groups take about as long warm (about 415 s each); group B runs the rest, chapters 5 and 5b last, by when more of
 # chapter 4's towers are cached. A tower is never trained twice: a group that needs one the other
 # is training waits for it (recutils.cache.cache_lock). Checked cells compare with tolerances
 # (recutils.outputcheck): words and integers exactly, other numbers by the cell's tolerance tag.
-NOTEBOOKS_A := book/04_two_tower.ipynb book/06a_video.ipynb book/07_claims.ipynb book/08_scaling.ipynb book/09_serving.ipynb \
-	book/06c_social.ipynb
+NOTEBOOKS_A := book/04_two_tower.ipynb book/06a_video.ipynb book/07_claims.ipynb book/08_scaling.ipynb book/09_serving.ipynb
 NOTEBOOKS_LAST := book/05_combining_results.ipynb book/05b_order_and_finetuning.ipynb
 NOTEBOOKS_B := $(filter-out $(NOTEBOOKS_A) $(NOTEBOOKS_LAST),$(NOTEBOOKS)) $(NOTEBOOKS_LAST)
 
