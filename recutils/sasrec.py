@@ -40,6 +40,7 @@ from recutils.sequences import ordered_histories
 from recutils.split import Interactions, Split
 from recutils.text import pick_device
 from recutils.training import (
+    EarlyStopped,
     EarlyStopping,
     TrainingLog,
     check_epoch,
@@ -200,7 +201,7 @@ def sample_unseen(seen: torch.Tensor, shape: tuple[int, int], generator: torch.G
     return negatives
 
 
-class SASRec(VectorRecommender):
+class SASRec(EarlyStopped, VectorRecommender):
     """SASRec (see the module docstring) behind the book's recommender interface.
 
     A user with one train item is scored from it (and gives no training pair); a user with none
@@ -236,13 +237,6 @@ class SASRec(VectorRecommender):
     @property
     def name(self) -> str:
         return self.label or "SASRec"
-
-    @property
-    def validation_score_(self) -> float:
-        """The best validation NDCG@10 reached while training."""
-        if self.validation_log_ is None:
-            raise RuntimeError(f"{self.name} was not trained with a validation split")
-        return max(self.validation_log_.validation_ndcg)
 
     def _fit(self, train: Interactions) -> None:
         n_in_train = int((train.item_counts() > 0).sum())
@@ -339,14 +333,7 @@ class SASRec(VectorRecommender):
         return digest.hexdigest()[:32]
 
     def _save(self, folder: Path, train: Interactions) -> None:
-        meta = {
-            "version": MODEL_VERSION,
-            "config": asdict(self.config),
-            "train_fingerprint": train.fingerprint(),
-            "log": asdict(self.log_),
-            "validation_log": asdict(self.validation_log_) if self.validation_log_ else None,
-        }
-        save_checkpoint(folder, {"model": self.net_}, meta)
+        save_checkpoint(folder, {"model": self.net_}, self.training_meta(MODEL_VERSION, train))
 
     def _load(self, folder: Path, train: Interactions) -> None:
         meta, state = read_checkpoint(folder, "SASRec", asdict(self.config), train.fingerprint(), {}, {})

@@ -33,6 +33,7 @@ from recutils.sequences import ordered_histories
 from recutils.split import Interactions, Split
 from recutils.text import pick_device
 from recutils.training import (
+    EarlyStopped,
     EarlyStopping,
     TrainingLog,
     check_epoch,
@@ -239,7 +240,7 @@ def next_item_loss(
     return nn.functional.cross_entropy(logits, label)
 
 
-class SequenceTower(VectorRecommender):
+class SequenceTower(EarlyStopped, VectorRecommender):
     """The sequence-aware two-tower recommender (see the module docstring).
 
     Short histories are padded on the left; a user with one train item is scored from that
@@ -280,13 +281,6 @@ class SequenceTower(VectorRecommender):
     def name(self) -> str:
         c = self.config
         return self.label or f"SequenceTower(L={c.window}{', shuffled' if c.shuffle else ''})"
-
-    @property
-    def validation_score_(self) -> float:
-        """The best validation NDCG@10 reached while training."""
-        if self.validation_log_ is None:
-            raise RuntimeError(f"{self.name} was not trained with a validation split")
-        return max(self.validation_log_.validation_ndcg)
 
     def _fit(self, train: Interactions) -> None:
         if len(self.item_vectors) != train.n_items:
@@ -389,10 +383,7 @@ class SequenceTower(VectorRecommender):
         return digest.hexdigest()[:32]
 
     def _save(self, folder: Path, train: Interactions) -> None:
-        meta = {"version": MODEL_VERSION, "config": asdict(self.config), "train_fingerprint": train.fingerprint(),
-                "log": asdict(self.log_),
-                "validation_log": asdict(self.validation_log_) if self.validation_log_ else None}
-        save_checkpoint(folder, {"model": self.net_}, meta)
+        save_checkpoint(folder, {"model": self.net_}, self.training_meta(MODEL_VERSION, train))
 
     def _load(self, folder: Path, train: Interactions) -> None:
         meta, state = read_checkpoint(

@@ -6,7 +6,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 import torch
@@ -26,6 +26,30 @@ class TrainingLog:
     validation_ndcg: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     best_epoch: int = 0
+
+
+class EarlyStopped:
+    """What a model trained with early stopping on validation offers beside its recommender face:
+    the best validation score, and its training logs as a cache entry's metadata."""
+
+    validation_log_: TrainingLog | None
+
+    @property
+    def validation_score_(self) -> float:
+        """The best validation NDCG@10 reached while training (what early stopping kept)."""
+        if getattr(self, "validation_log_", None) is None or not self.validation_log_.validation_ndcg:
+            raise RuntimeError(f"{self.name} was not trained with a validation split")
+        return max(self.validation_log_.validation_ndcg)
+
+    def training_meta(self, version: str, train: Interactions) -> dict[str, object]:
+        """The metadata a cache entry stores: version, config, train fingerprint and both logs."""
+        return {
+            "version": version,
+            "config": asdict(self.config),
+            "train_fingerprint": train.fingerprint(),
+            "log": asdict(self.log_),
+            "validation_log": asdict(self.validation_log_) if self.validation_log_ else None,
+        }
 
 
 def record_epoch(log: object, total_loss: float, steps: int, started: float, name: str, settings: str) -> None:

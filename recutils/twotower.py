@@ -41,6 +41,7 @@ from recutils.repeatable import repeatable_training
 from recutils.split import Interactions, Split
 from recutils.text import pick_device
 from recutils.training import (
+    EarlyStopped,
     EarlyStopping,
     TrainingLog,
     check_epoch,
@@ -296,7 +297,7 @@ def sampled_bce_loss(
     return nn.functional.binary_cross_entropy_with_logits(logits, labels)
 
 
-class TwoTower(VectorRecommender):
+class TwoTower(EarlyStopped, VectorRecommender):
     """The two-tower recommender over frozen BERT item vectors.
 
     Args:
@@ -355,13 +356,6 @@ class TwoTower(VectorRecommender):
         c = self.config
         extras = [", logQ" if c.logq and c.objective == "softmax" else "", ", ids" if c.id_dim else ""]
         return f"TwoTower({c.objective}, τ={c.temperature:g}{''.join(extras)})"
-
-    @property
-    def validation_score_(self) -> float:
-        """The best validation NDCG@10 reached while training (what early stopping kept)."""
-        if getattr(self, "validation_log_", None) is None or not self.validation_log_.validation_ndcg:
-            raise RuntimeError(f"{self.name} was not trained with a validation split")
-        return max(self.validation_log_.validation_ndcg)
 
     # --- fitting -------------------------------------------------------------------------
 
@@ -521,15 +515,8 @@ class TwoTower(VectorRecommender):
         """Write ``model.safetensors`` and ``config.json`` (with the training log) into ``folder``."""
         if not hasattr(self, "net_"):
             raise RuntimeError(f"{self.name} is not fitted; nothing to save")
-        meta = {
-            "version": MODEL_VERSION,
-            "config": asdict(self.config),
-            "n_users": self.train_.n_users,
-            "n_items": self.train_.n_items,
-            "train_fingerprint": self.train_.fingerprint(),
-            "log": asdict(self.log_),
-            "validation_log": asdict(self.validation_log_) if self.validation_log_ else None,
-        }
+        meta = {**self.training_meta(MODEL_VERSION, self.train_), "n_users": self.train_.n_users,
+                "n_items": self.train_.n_items}
         nets = {"model": self.net_, "validation_model": getattr(self, "validation_net_", None)}
         return save_checkpoint(folder, nets, meta)
 
