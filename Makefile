@@ -15,20 +15,33 @@ export PYTHONHASHSEED := 0
 # AVX-512 machine computes the bits an AVX2-only one does and the stored outputs hold on both
 # families. CPU_PATHS=native lets each library pick its own fastest kernels (`make check-native`
 # shows what that changes). A machine that already sets OPENBLAS_CORETYPE keeps its value.
+# MKL follows MKL_CBWR only on CPUs it takes for Intel's: on AMD's it runs paths of its own, and
+# chapter 4's towers came out different from the first epochs (measured on an AMD EPYC). MKL_SHIM,
+# a one-line library preloaded beside the switches, answers MKL's vendor check with "Intel", so
+# MKL_CBWR holds there too (recutils/native/mkl_cnr.c); with it an AMD EPYC trained the Intel
+# machine's tower bit for bit. It needs a C compiler once (apt-get install gcc).
+MKL_SHIM := $(VENV)/lib/libmkl-cnr.so
 CPU_PATHS ?= avx2
 AVX2_PATHS := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
-	NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OPENBLAS_CORETYPE=$(or $(OPENBLAS_CORETYPE),Haswell)
+	NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OPENBLAS_CORETYPE=$(or $(OPENBLAS_CORETYPE),Haswell) \
+	LD_PRELOAD=$(abspath $(MKL_SHIM))
 ifeq ($(CPU_PATHS),avx2)
 ON_PATHS := env $(AVX2_PATHS)
+PATHS_READY := $(STAMP) $(MKL_SHIM)
 else ifeq ($(CPU_PATHS),native)
 ON_PATHS := env
+PATHS_READY := $(STAMP)
 else
 $(error CPU_PATHS must be avx2 or native, not $(CPU_PATHS))
 endif
 
-.PHONY: book execute test unit notebooks check-native html browser bench venv vendor lock lab serve clean
+.PHONY: book execute test unit notebooks check-native html browser bench venv vendor lock lab serve serve-ray clean
 
 venv: $(STAMP)
+
+$(MKL_SHIM): recutils/native/mkl_cnr.c | $(STAMP)
+	@command -v $(CC) >/dev/null || { echo "Building $@ needs a C compiler: apt-get install gcc" >&2; exit 1; }
+	$(CC) -shared -fPIC -O2 -o $@ $<
 
 # The venv installs requirements.lock: every package at an exact version, so a venv built a
 # month from now holds the same bits. `make lock` regenerates it from requirements.txt.
@@ -66,12 +79,12 @@ book: html
 
 # After changing a chapter or recutils: run every notebook again (in the groups `make test`
 # uses), store the fresh outputs, and build the book from them.
-execute: $(STAMP)
+execute: $(PATHS_READY)
 	$(ON_PATHS) PY=$(PY) NOTEBOOKS_A="$(NOTEBOOKS_A)" NOTEBOOKS_B="$(NOTEBOOKS_B)" .ci/notebook-groups execute
 	$(MAKE) --no-print-directory book
 
 # Jupyter Lab on the same code paths and caches as the book's own runs.
-lab: $(STAMP)
+lab: $(PATHS_READY)
 	$(ON_PATHS) $(VENV)/bin/jupyter lab book/
 
 # MathJax and a Chinese font are served from the book itself, so the HTML works with no
@@ -118,7 +131,7 @@ unit: $(STAMP)
 # The built book in headless Chromium, from disk with no network; screenshots go to
 # _build/screenshots. Run after `html` (as `test` does), on the notebooks' code paths: the
 # explorers are checked against the lists recutils gives from the notebooks' cached models.
-browser: $(STAMP)
+browser: $(PATHS_READY)
 	$(ON_PATHS) $(PY) -m pytest -rs tests/browser
 
 # The notebooks are checked (and executed) in two groups at once, one CPU thread each; see
@@ -132,7 +145,7 @@ NOTEBOOKS_A := book/04_two_tower.ipynb book/06a_video.ipynb book/07_claims.ipynb
 NOTEBOOKS_LAST := book/05_combining_results.ipynb book/05b_order_and_finetuning.ipynb
 NOTEBOOKS_B := $(filter-out $(NOTEBOOKS_A) $(NOTEBOOKS_LAST),$(NOTEBOOKS)) $(NOTEBOOKS_LAST)
 
-notebooks: $(STAMP)
+notebooks: $(PATHS_READY)
 	$(ON_PATHS) PY=$(PY) NOTEBOOKS_A="$(NOTEBOOKS_A)" NOTEBOOKS_B="$(NOTEBOOKS_B)" .ci/notebook-groups check
 
 # What a CPU family's own kernels do to the stored outputs: the notebook check with each
@@ -147,14 +160,19 @@ test: unit notebooks html browser
 # the performance appendix renders. About 35 minutes on 2 cores; pick sections with
 # BENCH_ARGS="--sections encode retrieval", or BENCH_ARGS=--quick for tiny sizes
 # (--p2-tower adds the two-tower's P2 check on int8 vectors, about 6 minutes more).
-bench: $(STAMP)
+bench: $(PATHS_READY)
 	OMP_WAIT_POLICY=PASSIVE BENCH_NOTEBOOK_ENV='$(AVX2_PATHS)' $(PY) benchmarks/run.py $(BENCH_ARGS)
 
 # The book's recommender behind an HTTP API on 127.0.0.1:8000 (chapter 9; recutils.serve), on the
 # notebooks' CPU paths so that it loads chapter 4's cached towers. Stop it with Ctrl-C.
 # SERVE_ARGS="--port 8080 --index exact hnsw" picks the port and the indexes.
-serve: $(STAMP)
+serve: $(PATHS_READY)
 	$(ON_PATHS) $(PY) -m recutils.serve $(SERVE_ARGS)
+
+# The same service on Ray Serve: two replicas behind one route on 127.0.0.1:8000 (recutils.serve_ray).
+# SERVE_ARGS="--replicas 4 --port 8080" changes them. Ctrl-C stops it and Ray with it.
+serve-ray: $(PATHS_READY)
+	$(ON_PATHS) $(PY) -m recutils.serve_ray $(SERVE_ARGS)
 
 clean:
 	rm -rf _build

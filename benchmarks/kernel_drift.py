@@ -20,10 +20,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FORCED = {  # the Makefile's CPU_PATHS=avx2 switches
+FORCED = {  # the Makefile's CPU_PATHS=avx2 switches, with its MKL shim (`make bench` builds it)
     "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2",
     "MKL_ENABLE_INSTRUCTIONS": "AVX2", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
     "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "Haswell"),
+    "LD_PRELOAD": str(ROOT / ".venv" / "lib" / "libmkl-cnr.so"),
 }
 SEEDS = (0, 1, 2)
 
@@ -64,6 +65,8 @@ def measure(out: Path) -> None:
 
 
 def main() -> None:
+    if not Path(FORCED["LD_PRELOAD"]).is_file():
+        raise SystemExit(f"{FORCED['LD_PRELOAD']} is missing: build it with make {FORCED['LD_PRELOAD']}")
     runs = {}
     with tempfile.TemporaryDirectory() as folder:
         for name, extra in (("avx2 (forced)", FORCED), ("native", {})):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import shutil
@@ -21,13 +22,36 @@ def cache_dir() -> Path:
 
 def kernel_paths() -> str:
     """The CPU code paths that computed results depend on: torch's kernel level ("AVX2",
-    "AVX512", ...; ``ATEN_CPU_CAPABILITY`` lowers it). Kernels of another level add in another
-    order, so an embedding or a trained model computed on them differs in its last bits, and
-    training carries that further: every computed cache entry is keyed by this too.
+    "AVX512", ...; ``ATEN_CPU_CAPABILITY`` lowers it), and whether MKL follows ``MKL_CBWR``
+    (:func:`mkl_follows_cbwr`). Kernels of another level add in another order, so an embedding
+    or a trained model computed on them differs in its last bits, and training carries that
+    further: every computed cache entry is keyed by this too.
     """
     import torch  # here, so that cache_dir() stays usable without torch loaded
 
-    return torch.backends.cpu.get_cpu_capability()
+    level = torch.backends.cpu.get_cpu_capability()
+    return level if mkl_follows_cbwr() else f"{level}, MKL on its own vendor paths"
+
+
+def mkl_follows_cbwr() -> bool:
+    """Whether torch's MKL takes this CPU for Intel's, the only CPUs on which it follows
+    ``MKL_CBWR``: an Intel CPU, or any CPU with ``recutils/native/mkl_cnr.c`` preloaded (the
+    Makefile preloads it). On AMD's CPUs without it, MKL runs paths of its own whatever
+    ``MKL_CBWR`` says, and trained models differ from those made on Intel's.
+    """
+    import torch
+
+    try:
+        own = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so")).mkl_serv_intel_cpu_true
+    except (OSError, AttributeError):
+        return True  # a torch without MKL inside: there is no MKL path to follow
+    try:
+        # MKL calls its vendor check through the dynamic linker, so a preloaded answer, first
+        # in the global scope, is the one it gets.
+        answer = ctypes.CDLL(None).mkl_serv_intel_cpu_true
+    except AttributeError:
+        answer = own
+    return bool(answer())
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
