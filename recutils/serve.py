@@ -393,10 +393,11 @@ class ServerProcess:
     url: str
     log: Path
 
-    def stop(self, timeout: float = 10.0) -> int:
-        """Ask the server to stop (SIGTERM: uvicorn finishes open requests), kill it after
-        ``timeout`` seconds. Returns: its exit code; -15 (-SIGTERM) after uvicorn's clean
-        shutdown, which ends by re-raising the signal it caught; -9 if it had to be killed."""
+    def stop(self, timeout: float = 30.0) -> int:
+        """Ask the server to stop (SIGTERM: uvicorn finishes open requests; Ray Serve shuts its
+        cluster down), kill it after ``timeout`` seconds. Returns: its exit code; -15 (-SIGTERM)
+        after uvicorn's clean shutdown, which ends by re-raising the signal it caught; 0 after
+        Ray Serve's; -9 if it had to be killed."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -405,6 +406,24 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+    def leftovers(self) -> list[str]:
+        """The processes the server started that are still alive, as "pid command" lines: every
+        process in the server's own session (it starts one), such as Ray's workers and agents.
+        Linux only (it reads /proc)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                session = int(stat[stat.rindex(")") + 2 :].split()[3])  # field 6, after "(comm) state"
+                if session == self.process.pid:
+                    command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    found.append(f"{entry.name} {command.strip() or stat.split()[1]}")
+            except (OSError, ValueError):
+                continue  # a process that ended while it was read
+        return found
 
     def running(self) -> bool:
         """Whether the process exists (after ``stop`` it has been reaped, so its pid is gone)."""
@@ -436,8 +455,9 @@ def start_server(command: Sequence[str], port: int, log: Path, timeout: float = 
     """
     url = f"http://127.0.0.1:{port}"
     with open(log, "wb") as out:
-        process = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=None if env is None else dict(env))
+        # In a session of its own, so that whatever it starts can be found (and checked gone) after it stops.
+        process = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=None if env is None else dict(env), start_new_session=True)
     server = ServerProcess(process, url, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
