@@ -63,7 +63,9 @@ def serve_until_stopped(build_service: BuildService = book_service, replicas: in
     from ray import serve
 
     stop = threading.Event()
-    ray.init(num_cpus=max(replicas, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster: no token warning
+    ray.init(num_cpus=max(replicas, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
     # After ray.init, which installs its own SIGTERM handler: one that aborts the process and
     # leaves Ray's agents running.
     for signum in (signal.SIGTERM, signal.SIGINT):
