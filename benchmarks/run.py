@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         section = SECTIONS[name](args.quick, **options.get(name, {}))
         results["sections"][name] = {
             "date": results["date"],
+            "cpu": machine["cpu"],  # a family's file can hold sections run on different machines
             "quick": args.quick,
             "seconds": time.perf_counter() - started,
             "targets": section["targets"],

@@ -3,7 +3,9 @@
 The server runs in a child process with the careful tower loaded from the cache; the load test
 (``recutils.loadtest``) measures latency percentiles and throughput at 1, 4, 16 and 64 concurrent
 clients for known users (exact scoring and the HNSW index behind the same endpoint), new users
-described by text (int8 encoder), and deliberately bad requests (each must get its 4xx).
+described by text (int8 encoder), and deliberately bad requests (each must get its 4xx). Then the
+same app on Ray Serve (``recutils.serve_ray``, two replicas) is measured the same way for known
+users and text; none of its processes may outlive it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from targets import target_row
 
 from recutils.loadtest import CONCURRENCY, bad_calls, known_user_calls, load_test, text_calls
 from recutils.serve import book_server
+from recutils.serve_ray import book_ray_server
 
 K = 10
 # The issue's service targets, fixed before the first measurement.
@@ -58,12 +61,24 @@ def bench_serving(quick: bool) -> dict:
             ignore_index=True,
         )
         agreement = hnsw_agreement(server.url, range(1, 101 if quick else 944, 1 if quick else 3))
-    if server.running():
-        raise RuntimeError("the server process outlived its stop")
-    table = table[["scenario", *table.columns.drop("scenario")]]
+    if server.running() or server.leftovers():
+        raise RuntimeError(f"the server's processes outlived its stop: {server.leftovers()}")
+    on_ray = ("known user, exact", "new user, text (int8)")
+    with (tempfile.TemporaryDirectory() as folder,
+          book_ray_server(Path(folder) / "ray.log", replicas=2, env={**os.environ, **FORCED}) as ray_server):
+        ray_table = pd.concat(
+            [load_test(ray_server.url, scenarios[name], concurrency, requests, time_limit=30.0).assign(scenario=name)
+             for name in on_ray],
+            ignore_index=True,
+        )
+    if ray_server.leftovers():
+        raise RuntimeError(f"Ray's processes outlived the server: {ray_server.leftovers()}")
+    table = pd.concat([table.assign(server="uvicorn, one process"), ray_table.assign(server="Ray Serve, 2 replicas")],
+                      ignore_index=True)
+    table = table[["server", "scenario", *table.columns.drop(["server", "scenario"])]]
 
-    def at(scenario: str, clients: int, column: str) -> float:
-        rows = table[(table["scenario"] == scenario) & (table["clients"] == clients)]
+    def at(scenario: str, clients: int, column: str, server: str = "uvicorn, one process") -> float:
+        rows = table[(table["server"] == server) & (table["scenario"] == scenario) & (table["clients"] == clients)]
         return float(rows[column].iloc[0]) if len(rows) else float("nan")
 
     clients = TARGET_CLIENTS if TARGET_CLIENTS in concurrency else concurrency[-1]
@@ -74,6 +89,9 @@ def bench_serving(quick: bool) -> dict:
                    f"<= {KNOWN_P99_MS:g} ms at {TARGET_CLIENTS} clients", KNOWN_P99_MS, higher_is_better=False),
         target_row("new-user text p50 at 1 client, int8 (ms)", at("new user, text (int8)", 1, "p50 ms"),
                    f"<= {TEXT_P50_MS:g} ms", TEXT_P50_MS, higher_is_better=False),
+        target_row(f"known-user p99 at {clients} clients, exact, Ray Serve with 2 replicas (ms)",
+                   at("known user, exact", clients, "p99 ms", "Ray Serve, 2 replicas"),
+                   f"<= {KNOWN_P99_MS:g} ms at {TARGET_CLIENTS} clients", KNOWN_P99_MS, higher_is_better=False),
         target_row("failed requests (bad ones count when not given their 4xx)", float(table["failed"].sum()),
                    "0", 0.0, higher_is_better=False),
     ]

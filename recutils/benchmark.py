@@ -261,7 +261,7 @@ class BenchmarkResults:
     date: str
     tables: dict[str, pd.DataFrame]  # "section/table" → table
     targets: pd.DataFrame  # section, target, value, goal, met
-    runs: pd.DataFrame  # section, date, quick, seconds: when each section last ran
+    runs: pd.DataFrame  # section, date, cpu, quick, seconds: when and where each section last ran
 
     @property
     def family(self) -> str:
@@ -320,6 +320,7 @@ def read_results(path: str | Path) -> BenchmarkResults:
                 {
                     "section": section,
                     "date": content["date"],
+                    "cpu": content["cpu"],
                     "quick": content["quick"],
                     "seconds": content["seconds"],
                 }

@@ -98,6 +98,7 @@ def test_read_results_round_trip(tmp_path):
         "sections": {
             "retrieval": {
                 "date": "2026-11-30 01:00 UTC",
+                "cpu": "another CPU",  # a section run on another machine than the file's latest
                 "quick": False,
                 "seconds": 12.5,
                 "targets": [{"target": "t", "value": 1.5, "goal": ">= 1", "met": True}],
@@ -112,7 +113,7 @@ def test_read_results_round_trip(tmp_path):
     assert results.targets.to_dict(orient="records") == [
         {"section": "retrieval", "target": "t", "value": 1.5, "goal": ">= 1", "met": True}
     ]
-    assert results.runs["seconds"].tolist() == [12.5]
+    assert results.runs["seconds"].tolist() == [12.5] and results.runs["cpu"].tolist() == ["another CPU"]
     with pytest.raises(KeyError, match="no table 'training/x'"):
         results.table("training", "x")
 
@@ -155,7 +156,7 @@ def test_cpu_family_reads_the_flags():
 
 def _result_file(flags):
     return {"machine": {"cpu": "x", "vector_instructions": flags}, "date": "d",
-            "sections": {"book": {"date": "d", "quick": False, "seconds": 1.0, "targets": [],
+            "sections": {"book": {"date": "d", "cpu": "x", "quick": False, "seconds": 1.0, "targets": [],
                                   "tables": {"notebooks": [{"notebook": "total", "seconds": 1.0}]}}}}
 
 
