@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         section = SECTIONS[name](args.quick, **options.get(name, {}))
         results["sections"][name] = {
             "date": results["date"],
-            "cpu": machine["cpu"],  # a family's file can hold sections run on different machines
+            # A family's file can hold sections run on different machines: each says which.
+            "cpu": machine["cpu"],
+            "vector_instructions": machine["vector_instructions"],
             "quick": args.quick,
             "seconds": time.perf_counter() - started,
             "targets": section["targets"],

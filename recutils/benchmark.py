@@ -261,7 +261,7 @@ class BenchmarkResults:
     date: str
     tables: dict[str, pd.DataFrame]  # "section/table" → table
     targets: pd.DataFrame  # section, target, value, goal, met
-    runs: pd.DataFrame  # section, date, cpu, quick, seconds: when and where each section last ran
+    runs: pd.DataFrame  # section, date, cpu, vector_instructions, quick, seconds: when and where each section last ran
 
     @property
     def family(self) -> str:
@@ -321,6 +321,7 @@ def read_results(path: str | Path) -> BenchmarkResults:
                     "section": section,
                     "date": content["date"],
                     "cpu": content["cpu"],
+                    "vector_instructions": content["vector_instructions"],
                     "quick": content["quick"],
                     "seconds": content["seconds"],
                 }

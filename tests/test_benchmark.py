@@ -99,6 +99,7 @@ def test_read_results_round_trip(tmp_path):
             "retrieval": {
                 "date": "2026-11-30 01:00 UTC",
                 "cpu": "another CPU",  # a section run on another machine than the file's latest
+                "vector_instructions": "avx2 fma",
                 "quick": False,
                 "seconds": 12.5,
                 "targets": [{"target": "t", "value": 1.5, "goal": ">= 1", "met": True}],
@@ -156,7 +157,7 @@ def test_cpu_family_reads_the_flags():
 
 def _result_file(flags):
     return {"machine": {"cpu": "x", "vector_instructions": flags}, "date": "d",
-            "sections": {"book": {"date": "d", "cpu": "x", "quick": False, "seconds": 1.0, "targets": [],
+            "sections": {"book": {"date": "d", "cpu": "x", "vector_instructions": flags, "quick": False, "seconds": 1.0, "targets": [],
                                   "tables": {"notebooks": [{"notebook": "total", "seconds": 1.0}]}}}}
 
 
