@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -33,6 +34,7 @@ def kernel_paths() -> str:
     return level if mkl_follows_cbwr() else f"{level}, MKL on its own vendor paths"
 
 
+@functools.cache  # a process's answer cannot change, and every cache key asks
 def mkl_follows_cbwr() -> bool:
     """Whether torch's MKL takes this CPU for Intel's, the only CPUs on which it follows
     ``MKL_CBWR``: an Intel CPU, or any CPU with ``recutils/native/mkl_cnr.c`` preloaded (the
