@@ -75,18 +75,18 @@ def main() -> None:
     configurations = {"avx2 (forced)": FORCED, "avx2 (forced), MKL without the shim": without_shim, "native": {}}
     runs = {}
     with tempfile.TemporaryDirectory() as folder:
-        children = {}
-        for n, (name, extra) in enumerate(configurations.items()):
-            env = {k: v for k, v in os.environ.items() if k not in FORCED} | extra | {"OMP_NUM_THREADS": "1"}
-            out = Path(folder) / f"run{n}"
-            children[name] = (subprocess.Popen([sys.executable, __file__, "--child", str(out)], env=env), out)
-            if n == 1:  # two at a time on two cores
-                for process, _ in children.values():
-                    process.wait()
-        for name, (process, out) in children.items():
-            if process.wait() != 0:
-                raise SystemExit(f"the {name} run failed")
-            runs[name] = json.loads(out.read_text()) | {"vectors": str(out.with_suffix(".pt"))}
+        names = list(configurations)
+        for batch in (names[:2], names[2:]):  # two at a time on two cores
+            children = {}
+            for name in batch:
+                env = {k: v for k, v in os.environ.items() if k not in FORCED} | configurations[name]
+                out = Path(folder) / f"run{names.index(name)}"
+                children[name] = (subprocess.Popen([sys.executable, __file__, "--child", str(out)],
+                                                   env=env | {"OMP_NUM_THREADS": "1"}), out)
+            for name, (process, out) in children.items():
+                if process.wait() != 0:
+                    raise SystemExit(f"the {name} run failed")
+                runs[name] = json.loads(out.read_text()) | {"vectors": str(out.with_suffix(".pt"))}
         import torch
 
         vectors = {name: torch.load(runs[name].pop("vectors")) for name in runs}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -53,24 +54,23 @@ def bench_serving(quick: bool) -> dict:
     }
     # The server runs on the notebooks' CPU paths, so it loads chapter 4's cached towers
     # (keyed by the kernel level) instead of training its own for half an hour.
-    with (tempfile.TemporaryDirectory() as folder,
-          book_server(Path(folder) / "server.log", env={**os.environ, **FORCED}) as server):
-        table = pd.concat(
-            [load_test(server.url, calls, concurrency, requests, time_limit=30.0).assign(scenario=name)
-             for name, calls in scenarios.items()],
+    def measure(url: str, names: Sequence[str]) -> pd.DataFrame:
+        return pd.concat(
+            [load_test(url, scenarios[name], concurrency, requests, time_limit=30.0).assign(scenario=name)
+             for name in names],
             ignore_index=True,
         )
+
+    with (tempfile.TemporaryDirectory() as folder,
+          book_server(Path(folder) / "server.log", env={**os.environ, **FORCED}) as server):
+        table = measure(server.url, scenarios)
         agreement = hnsw_agreement(server.url, range(1, 101 if quick else 944, 1 if quick else 3))
     if server.running() or server.leftovers():
         raise RuntimeError(f"the server's processes outlived its stop: {server.leftovers()}")
     on_ray = ("known user, exact", "new user, text (int8)")
     with (tempfile.TemporaryDirectory() as folder,
           book_ray_server(Path(folder) / "ray.log", replicas=2, env={**os.environ, **FORCED}) as ray_server):
-        ray_table = pd.concat(
-            [load_test(ray_server.url, scenarios[name], concurrency, requests, time_limit=30.0).assign(scenario=name)
-             for name in on_ray],
-            ignore_index=True,
-        )
+        ray_table = measure(ray_server.url, on_ray)
     if ray_server.leftovers():
         raise RuntimeError(f"Ray's processes outlived the server: {ray_server.leftovers()}")
     table = pd.concat([table.assign(server="uvicorn, one process"), ray_table.assign(server="Ray Serve, 2 replicas")],

@@ -343,8 +343,9 @@ class SequenceTower(EarlyStopped, VectorRecommender):
                 total += loss.item()
             record_epoch(log, total, steps, started, self.name, f"lr {c.lr:g}, temperature {c.temperature:g}")
             schedule.step()
-            probe = None if monitor is None else _FrozenSequence(net, monitor.train, self.device)
-            if probe is not None and check_epoch(log, stopping, probe, monitor, epoch, bar, net):
+            if monitor is not None and check_epoch(
+                log, stopping, _FrozenSequence(net, monitor.train, self.device), monitor, epoch, bar, net
+            ):
                 break
         return finish_training(log, stopping, net), log
 

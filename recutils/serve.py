@@ -138,6 +138,13 @@ class ServedTower(VectorRecommender):
         return self._top(queries @ self.item_h_.T, allowed, k)
 
 
+def check_indexes(indexes: Sequence[str]) -> None:
+    """Raises ValueError unless ``indexes`` names one or more of the index kinds a service can serve."""
+    unknown = [kind for kind in indexes if kind not in INDEX_KINDS]
+    if unknown or not indexes:
+        raise ValueError(f"indexes must be some of {', '.join(INDEX_KINDS)}, got {list(indexes)}")
+
+
 @dataclass
 class Service:
     """What the app serves: the fitted model behind each index, the catalogue and the version.
@@ -168,9 +175,7 @@ class Service:
         indexes: Sequence[str] = DEFAULT_INDEXES,
     ) -> Service:
         """Serve a fitted tower; each index is built here, at start-up, not by the first request."""
-        unknown = [kind for kind in indexes if kind not in INDEX_KINDS]
-        if unknown or not indexes:
-            raise ValueError(f"indexes must be some of {', '.join(INDEX_KINDS)}, got {list(indexes)}")
+        check_indexes(indexes)
         train = tower.train_
         if (len(user_ids), len(item_ids), len(titles)) != (train.n_users, train.n_items, train.n_items):
             raise ValueError(

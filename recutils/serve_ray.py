@@ -21,7 +21,16 @@ import torch
 
 from recutils.checks import check_int
 from recutils.index import INDEX_KINDS
-from recutils.serve import DEFAULT_INDEXES, ServerProcess, Service, book_service, create_app, free_port, start_server
+from recutils.serve import (
+    DEFAULT_INDEXES,
+    ServerProcess,
+    Service,
+    book_service,
+    check_indexes,
+    create_app,
+    free_port,
+    start_server,
+)
 
 #: Builds the service a replica serves, from the index kinds to serve.
 BuildService = Callable[[Sequence[str]], Service]
@@ -39,9 +48,7 @@ def application(build_service: BuildService = book_service, replicas: int = 2,
     from ray import serve
 
     check_int(replicas, "replicas", minimum=1)
-    unknown = [kind for kind in indexes if kind not in INDEX_KINDS]
-    if unknown or not indexes:
-        raise ValueError(f"indexes must be some of {', '.join(INDEX_KINDS)}, got {list(indexes)}")
+    check_indexes(indexes)
     kinds = list(indexes)
 
     def build_app():

@@ -449,8 +449,9 @@ class TwoTower(EarlyStopped, VectorRecommender):
                          f"optimizer {c.optimizer}, lr {c.lr:g}, temperature {c.temperature:g}")
             if schedule is not None:
                 schedule.step()
-            probe = None if monitor is None else _FrozenTwoTower(net, monitor.train, self.device)
-            if probe is not None and check_epoch(log, stopping, probe, monitor, epoch, bar, net):
+            if monitor is not None and check_epoch(
+                log, stopping, _FrozenTwoTower(net, monitor.train, self.device), monitor, epoch, bar, net
+            ):
                 break
         return finish_training(log, stopping, net), log
 
