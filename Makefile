@@ -77,10 +77,10 @@ lock:
 book: html
 	@echo "The book is in _build/html: open $(CURDIR)/_build/html/index.html"
 
-# After changing a chapter or recutils: run every notebook again (in the groups `make test`
+# After changing a chapter or recutils: run every notebook again (on the two workers `make test`
 # uses), store the fresh outputs, and build the book from them.
 execute: $(PATHS_READY)
-	$(ON_PATHS) PY=$(PY) NOTEBOOKS_A="$(NOTEBOOKS_A)" NOTEBOOKS_B="$(NOTEBOOKS_B)" .ci/notebook-groups execute
+	$(ON_PATHS) PY=$(PY) .ci/run-notebooks execute $(NOTEBOOK_QUEUE)
 	$(MAKE) --no-print-directory book
 
 # Jupyter Lab on the same code paths and caches as the book's own runs.
@@ -118,9 +118,9 @@ html: $(STAMP) $(VENDOR_STAMP)
 # The unit tests in two processes side by side, one CPU thread each: most tests run small
 # models whose kernels are too short to share between threads (a second thread only adds
 # waiting), so two processes finish in about half the time. Group A holds the slowest files (Ray,
-# the towers, the server, processes racing on the cache), about half of the work.
-UNIT_A := tests/test_scale.py tests/test_twotower.py tests/test_serve.py tests/test_caches.py \
-	tests/test_seqtower.py tests/test_lmrerank.py tests/test_sasrec.py
+# the towers, the servers, processes racing on the cache), about half of the work (90 s each).
+UNIT_A := tests/test_scale.py tests/test_twotower.py tests/test_serve.py tests/test_serve_ray.py \
+	tests/test_caches.py tests/test_seqtower.py tests/test_lmrerank.py tests/test_sasrec.py
 unit: $(STAMP)
 	@mkdir -p _build
 	@OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider $(UNIT_A) >_build/unit-a.log 2>&1 & a=$$!; \
@@ -134,19 +134,21 @@ unit: $(STAMP)
 browser: $(PATHS_READY)
 	$(ON_PATHS) $(PY) -m pytest -rs tests/browser
 
-# The notebooks are checked (and executed) in two groups at once, one CPU thread each; see
-# .ci/notebook-groups. Group A is chapter 4, which trains the towers that chapters 6a, 7 and 9 then
-# read from the cache, and chapter 8 (no towers; its Ray actors take the second core for a minute),
-# so that the two groups take about as long warm (about 415 s each); group B runs the rest, chapters 5 and 5b last, by when more of
-# chapter 4's towers are cached. A tower is never trained twice: a group that needs one the other
-# is training waits for it (recutils.cache.cache_lock). Checked cells compare with tolerances
-# (recutils.outputcheck): words and integers exactly, other numbers by the cell's tolerance tag.
-NOTEBOOKS_A := book/04_two_tower.ipynb book/06a_video.ipynb book/07_claims.ipynb book/08_scaling.ipynb book/09_serving.ipynb
-NOTEBOOKS_LAST := book/05_combining_results.ipynb book/05b_order_and_finetuning.ipynb
-NOTEBOOKS_B := $(filter-out $(NOTEBOOKS_A) $(NOTEBOOKS_LAST),$(NOTEBOOKS)) $(NOTEBOOKS_LAST)
+# The notebooks are checked (and executed) by two workers at once, one CPU thread each, that take
+# the next notebook from one queue as soon as they are free (.ci/run-notebooks). Chapter 4 goes
+# first: it is the longest, and it trains the towers that chapters 5, 5b, 6a, 7 and 9 read from the
+# cache. The short chapters follow, then the chapters that read chapter 4's towers, the ones it
+# trains last at the end, by when more of them are cached. A tower is never trained twice: a worker
+# that needs one the other is training waits for it (recutils.cache.cache_lock). Checked cells
+# compare with tolerances (recutils.outputcheck): words and integers exactly, other numbers by the
+# cell's tolerance tag.
+NOTEBOOK_FIRST := book/04_two_tower.ipynb
+NOTEBOOK_LAST := book/06a_video.ipynb book/05_combining_results.ipynb book/05b_order_and_finetuning.ipynb \
+	book/07_claims.ipynb book/09_serving.ipynb
+NOTEBOOK_QUEUE := $(NOTEBOOK_FIRST) $(filter-out $(NOTEBOOK_FIRST) $(NOTEBOOK_LAST),$(NOTEBOOKS)) $(NOTEBOOK_LAST)
 
 notebooks: $(PATHS_READY)
-	$(ON_PATHS) PY=$(PY) NOTEBOOKS_A="$(NOTEBOOKS_A)" NOTEBOOKS_B="$(NOTEBOOKS_B)" .ci/notebook-groups check
+	$(ON_PATHS) PY=$(PY) .ci/run-notebooks check $(NOTEBOOK_QUEUE)
 
 # What a CPU family's own kernels do to the stored outputs: the notebook check with each
 # library free to pick its fastest kernels (on an AVX-512 machine, its AVX-512 paths). Its
