@@ -4,7 +4,7 @@ Each notebook runs in a fresh kernel on one CPU thread, on the code paths the Ma
 the notebooks (``BENCH_NOTEBOOK_ENV``, set by ``make bench`` from its ``AVX2_PATHS``), so the
 caches the book's own runs filled are the ones read. ``--cold-book`` runs them against an
 empty cache folder instead: every encoding and training is paid again, in one process, in
-file order (``make test`` splits them over two groups, so its wall time is about half). The
+file order (``make test`` shares them between two workers, so its wall time is about half). The
 table goes into the CPU family's result file like every section, so each family keeps its own
 notebook times.
 """
@@ -23,11 +23,11 @@ import pandas as pd
 from targets import target_row
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Warm: each chapter's share of the 12-minute `make test` (two groups side by side, after the
-#: unit tests and before the HTML and browser checks leave about 7 minutes to each group).
+#: Warm: each chapter's share of the 12-minute `make test` (two workers side by side, after the
+#: unit tests and before the HTML and browser checks leave about 7 minutes to each worker).
 WARM_SECONDS_PER_NOTEBOOK = 180.0
 WARM_MINUTES_ALL = 14.0
-#: Cold: 35 minutes for `make test` from a fresh clone, about 30 of them for the notebooks in two groups.
+#: Cold: 35 minutes for `make test` from a fresh clone, about 30 of them for the notebooks on two workers.
 COLD_MINUTES_ALL = 60.0
 
 

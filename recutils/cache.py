@@ -114,7 +114,7 @@ def atomic_folder(folder: str | Path, replace: bool = False) -> Iterator[Path]:
 def cache_lock(kind: str, key: str) -> Iterator[None]:
     """Hold an exclusive lock on the cache entry ``key`` of ``kind`` for the block.
 
-    Two processes about to compute the same entry (``make test`` runs two groups of
+    Two processes about to compute the same entry (``make test`` runs two workers over the
     notebooks side by side, and both need chapter 4's towers) would both compute it.
     Inside this lock the second waits for the first, then finds the entry stored. The
     lock is a file under ``{cache}/locks``. Where ``fcntl`` is missing (Windows) the

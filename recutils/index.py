@@ -10,6 +10,7 @@ vectors take the same name as their ``index`` argument.
 from __future__ import annotations
 
 import importlib.util
+import math
 import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -79,16 +80,17 @@ ExactRoute = Literal["auto", "numpy", "onednn", "faiss", "torch"]
 CPU_ROUTES: tuple[str, ...] = ("numpy", "onednn", "faiss")
 #: Batch sizes the router times apart: (name, largest batch or None, batch it times). FAISS
 #: answers fewer than 20 queries with its own loop and more with BLAS products, and one query
-#: is a matrix-vector product for numpy, so the fastest route can differ between them.
+#: is a matrix-vector product for numpy, so the fastest route can differ between them; a bulk
+#: batch is where one large product per chunk pays (measured: FAISS won 1,000 queries over
+#: 100,000 items and lost them over 1,000,000, while 64 queries over 16,384 went to numpy).
 BATCH_CLASSES: tuple[tuple[str, int | None, int], ...] = (
     ("one", 1, 1),
     ("few", SMALL_BATCH, 8),
-    ("many", None, 64),
+    ("many", 256, 64),
+    ("bulk", None, 256),
 )
-#: Items in the router's timing problem (random unit vectors of the index's width).
-ROUTE_PROBE_ITEMS = 16_384
 #: Bump when the routes or their timing change, so that choices timed by older code are not reused.
-ROUTER_VERSION = "exact-router-v1"
+ROUTER_VERSION = "exact-router-v2"
 #: Candidates a route returns beyond k, rescored exactly so that every route ranks alike.
 CANDIDATE_MARGIN = 8
 
@@ -109,9 +111,9 @@ class ExactIndex(VectorIndex):
     - ``"faiss"``: FAISS's ``IndexFlatIP`` over a copy of the items (made on first use).
 
     With ``route="auto"`` (the default) the index takes, for each class of batch size in
-    :data:`BATCH_CLASSES`, the route that a short timing found fastest on this machine
-    (:func:`exact_routes`, a few seconds once, then cached per machine and environment). On a
-    GPU the products run in torch (``"torch"``).
+    :data:`BATCH_CLASSES`, the route that a short timing on its own items found fastest on this
+    machine (:func:`exact_routes`, on first search; cached per machine, environment and catalogue
+    size, to the nearest power of two). On a GPU the products run in torch (``"torch"``).
 
     The route never changes the answer. Each returns its best k + :data:`CANDIDATE_MARGIN`
     items; these are rescored in float64 and ranked by that score, equal scores by the lower
@@ -169,7 +171,7 @@ class ExactIndex(VectorIndex):
             return self.route
         if self.device.type != "cpu":
             return "torch"
-        return exact_routes(self.dim, self.small_batch)["routes"][batch_class(n_queries)]
+        return exact_routes(self.vectors, self.small_batch)["routes"][batch_class(n_queries)]
 
     def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         queries = queries.to(self.device)
@@ -304,14 +306,18 @@ def batch_class(n_queries: int) -> str:
     return next(name for name, largest, _ in BATCH_CLASSES if largest is None or n_queries <= largest)
 
 
-def exact_routes(dim: int, small_batch: int = SMALL_BATCH, refresh: bool = False) -> dict:
-    """The router's choice for exact search on this machine: the fastest route per batch class.
+def exact_routes(items: torch.Tensor, small_batch: int = SMALL_BATCH, refresh: bool = False) -> dict:
+    """The router's choice for exact search over ``items`` on this machine: the fastest route per batch class.
 
-    Each route of :func:`available_routes` answers a batch of each class of :data:`BATCH_CLASSES`
-    over :data:`ROUTE_PROBE_ITEMS` random unit vectors of width ``dim``, side by side
-    (:func:`recutils.benchmark.compare`); the fastest median wins, a tie going to the earlier
-    of :data:`CPU_ROUTES`. Timed once per machine, environment and library versions
-    (:func:`recutils.benchmark.machine_key`) and cached under ``{cache}/routes``.
+    Which route wins depends on the catalogue's size as well as on the CPU (FAISS answered 1,000
+    queries faster over 100,000 items and slower over 1,000,000), so the routes are timed on the
+    index's own (n, dim) items: each route of :func:`available_routes` answers a batch of
+    random unit queries of each class of :data:`BATCH_CLASSES`, side by side
+    (:func:`recutils.benchmark.compare`); the fastest median wins, a tie going to the earlier of
+    :data:`CPU_ROUTES`. Timed once per machine, environment, library versions
+    (:func:`recutils.benchmark.machine_key`), width and catalogue size to the nearest power of
+    two, and cached under ``{cache}/routes``: seconds for a million items, milliseconds for
+    MovieLens.
 
     Args:
         refresh: time again, ignoring the cached choice (this process keeps the new one).
@@ -320,28 +326,27 @@ def exact_routes(dim: int, small_batch: int = SMALL_BATCH, refresh: bool = False
     from recutils.benchmark import cached_choice, machine_key
 
     routes = available_routes("cpu")
+    n, dim = items.shape
     key = machine_key("faiss-cpu") | {
         "router": ROUTER_VERSION,
         "dim": int(dim),
+        "items_power_of_two": round(math.log2(max(n, 1))),
         "small_batch": int(small_batch),
         "routes": list(routes),
-        "probe_items": ROUTE_PROBE_ITEMS,
         "classes": [list(c) for c in BATCH_CLASSES],
     }
-    return cached_choice("exact-index", key, lambda: _time_routes(dim, small_batch, routes), refresh=refresh)
+    return cached_choice("exact-index", key, lambda: _time_routes(items, small_batch, routes), refresh=refresh)
 
 
-def _time_routes(dim: int, small_batch: int, routes: tuple[str, ...]) -> dict:
+def _time_routes(items: torch.Tensor, small_batch: int, routes: tuple[str, ...]) -> dict:
     from recutils.benchmark import compare
 
     generator = torch.Generator().manual_seed(0)
-    def unit(n: int) -> torch.Tensor:
-        return torch.nn.functional.normalize(torch.randn(n, dim, generator=generator), dim=1)
-
-    items = unit(ROUTE_PROBE_ITEMS)
-    queries = unit(max(probe for _, _, probe in BATCH_CLASSES))
+    largest = max(probe for _, _, probe in BATCH_CLASSES)
+    queries = torch.nn.functional.normalize(torch.randn(largest, items.shape[1], generator=generator), dim=1)
+    # The items are shared, not copied; a route's own copy (FAISS's, oneDNN's) goes with its index.
     indexes = {
-        route: ExactIndex(items, device="cpu", small_batch=small_batch, route=route) for route in routes
+        route: ExactIndex(items.cpu(), device="cpu", small_batch=small_batch, route=route) for route in routes
     }
     chosen, timings = {}, {}
     for name, _, probe in BATCH_CLASSES:

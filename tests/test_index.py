@@ -249,10 +249,12 @@ def test_near_ties_rank_by_the_exact_score_on_every_route():
 
 def test_auto_takes_the_route_the_router_chose_per_batch_class(monkeypatch):
     items, queries = _unit(500, 16, 14), _unit(40, 16, 15)
-    choice = {"routes": {"one": "faiss", "few": "numpy", "many": "faiss"}}
-    monkeypatch.setattr(index_module, "exact_routes", lambda dim, small_batch=16, refresh=False: choice)
+    choice = {"routes": {"one": "faiss", "few": "numpy", "many": "faiss", "bulk": "numpy"}}
+    monkeypatch.setattr(index_module, "exact_routes", lambda items, small_batch=16, refresh=False: choice)
     index = ExactIndex(items)
-    assert [index.route_for(q) for q in (1, 2, 16, 17, 1000)] == ["faiss", "numpy", "numpy", "faiss", "faiss"]
+    assert [index.route_for(q) for q in (1, 2, 16, 17, 256, 257, 1000)] == [
+        "faiss", "numpy", "numpy", "faiss", "faiss", "numpy", "numpy"
+    ]
     assert torch.equal(index.search(queries, 10)[1], _brute_force(items, queries, 10)[1])
     assert index._faiss is not None and index.memory_bytes > 500 * 16 * 4  # the FAISS copy is counted
     assert ExactIndex(items, route="numpy").route_for(1000) == "numpy"  # a forced route stays
@@ -260,17 +262,21 @@ def test_auto_takes_the_route_the_router_chose_per_batch_class(monkeypatch):
         ExactIndex(items, route="blas")
 
 
-def test_the_router_times_each_class_once_and_caches_the_choice(empty_cache, monkeypatch):
-    monkeypatch.setattr(index_module, "ROUTE_PROBE_ITEMS", 2000)
-    first = exact_routes(16)
-    assert set(first["routes"]) == {"one", "few", "many"}
+def test_the_router_times_each_class_once_per_catalogue_size_and_caches_the_choice(empty_cache, monkeypatch):
+    items = _unit(2000, 16, 16)
+    first = exact_routes(items)
+    assert set(first["routes"]) == {"one", "few", "many", "bulk"}
     assert all(first["routes"][name] in first["timings"][name] for name in first["routes"])
-    assert first["timings"]["many"].keys() == set(_routes())
+    assert first["timings"]["bulk"].keys() == set(_routes())
     assert "onednn" not in first["timings"]["one"]  # one query takes numpy's product on that route too
     assert first["key"]["dim"] == 16 and "flags" in first["key"] and "versions" in first["key"]
+    assert first["key"]["items_power_of_two"] == 11  # 2,000 items: nearest to 2**11
     [stored] = (empty_cache / "routes").iterdir()
     monkeypatch.setattr(index_module, "_time_routes", lambda *a: pytest.fail("timed twice"))
-    assert exact_routes(16) == first
+    assert exact_routes(items) == first
+    assert exact_routes(_unit(1800, 16, 17))["routes"] == first["routes"]  # the same power of two
     # Another process reads the file rather than timing again.
     monkeypatch.setattr(benchmark_module, "_CHOICES", {})
-    assert exact_routes(16)["routes"] == first["routes"] and stored.is_file()
+    assert exact_routes(items)["routes"] == first["routes"] and stored.is_file()
+    with pytest.raises(pytest.fail.Exception, match="timed twice"):  # a catalogue 8 times larger is timed anew
+        exact_routes(_unit(16_000, 16, 18))
