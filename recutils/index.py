@@ -81,8 +81,9 @@ CPU_ROUTES: tuple[str, ...] = ("numpy", "onednn", "faiss")
 #: Batch sizes the router times apart: (name, largest batch or None, batch it times). FAISS
 #: answers fewer than 20 queries with its own loop and more with BLAS products, and one query
 #: is a matrix-vector product for numpy, so the fastest route can differ between them; a bulk
-#: batch is where one large product per chunk pays (measured: FAISS won 1,000 queries over
-#: 100,000 items and lost them over 1,000,000, while 64 queries over 16,384 went to numpy).
+#: batch is where one large product per chunk pays (measured on one EPYC: FAISS won 1,000
+#: queries over 100,000 items, and over 1,000,000 in one of two runs, where the old probe of 64
+#: queries over 16,384 items had chosen numpy).
 BATCH_CLASSES: tuple[tuple[str, int | None, int], ...] = (
     ("one", 1, 1),
     ("few", SMALL_BATCH, 8),
@@ -309,8 +310,8 @@ def batch_class(n_queries: int) -> str:
 def exact_routes(items: torch.Tensor, small_batch: int = SMALL_BATCH, refresh: bool = False) -> dict:
     """The router's choice for exact search over ``items`` on this machine: the fastest route per batch class.
 
-    Which route wins depends on the catalogue's size as well as on the CPU (FAISS answered 1,000
-    queries faster over 100,000 items and slower over 1,000,000), so the routes are timed on the
+    Which route wins depends on the catalogue's size as well as on the CPU (in one run FAISS
+    answered 1,000 queries faster over 100,000 items and slower over 1,000,000), so the routes are timed on the
     index's own (n, dim) items: each route of :func:`available_routes` answers a batch of
     random unit queries of each class of :data:`BATCH_CLASSES`, side by side
     (:func:`recutils.benchmark.compare`); the fastest median wins, a tie going to the earlier of
