@@ -311,8 +311,8 @@ def exact_routes(items: torch.Tensor, small_batch: int = SMALL_BATCH, refresh: b
     """The router's choice for exact search over ``items`` on this machine: the fastest route per batch class.
 
     Which route wins depends on the catalogue's size as well as on the CPU (in one run FAISS
-    answered 1,000 queries faster over 100,000 items and slower over 1,000,000), so the routes are timed on the
-    index's own (n, dim) items: each route of :func:`available_routes` answers a batch of
+    answered 1,000 queries faster over 100,000 items and slower over 1,000,000), so the routes
+    are timed on the index's own (n, dim) items: each route of :func:`available_routes` answers a batch of
     random unit queries of each class of :data:`BATCH_CLASSES`, side by side
     (:func:`recutils.benchmark.compare`); the fastest median wins, a tie going to the earlier of
     :data:`CPU_ROUTES`. Timed once per machine, environment, library versions
@@ -336,7 +336,9 @@ def exact_routes(items: torch.Tensor, small_batch: int = SMALL_BATCH, refresh: b
         "routes": list(routes),
         "classes": [list(c) for c in BATCH_CLASSES],
     }
-    return cached_choice("exact-index", key, lambda: _time_routes(items, small_batch, routes), refresh=refresh)
+    return cached_choice(
+        "exact-index", key, lambda: _time_routes(items, small_batch, routes), refresh=refresh
+    )
 
 
 def _time_routes(items: torch.Tensor, small_batch: int, routes: tuple[str, ...]) -> dict:

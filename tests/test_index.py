@@ -278,5 +278,6 @@ def test_the_router_times_each_class_once_per_catalogue_size_and_caches_the_choi
     # Another process reads the file rather than timing again.
     monkeypatch.setattr(benchmark_module, "_CHOICES", {})
     assert exact_routes(items)["routes"] == first["routes"] and stored.is_file()
-    with pytest.raises(pytest.fail.Exception, match="timed twice"):  # a catalogue 8 times larger is timed anew
+    # A catalogue 8 times larger is timed anew.
+    with pytest.raises(pytest.fail.Exception, match="timed twice"):
         exact_routes(_unit(16_000, 16, 18))
