@@ -349,7 +349,7 @@ def _time_routes(items: torch.Tensor, small_batch: int, routes: tuple[str, ...])
     queries = torch.nn.functional.normalize(torch.randn(largest, items.shape[1], generator=generator), dim=1)
     # The items are shared, not copied; a route's own copy (FAISS's, oneDNN's) goes with its index.
     indexes = {
-        route: ExactIndex(items.cpu(), device="cpu", small_batch=small_batch, route=route) for route in routes
+        route: ExactIndex(items, device="cpu", small_batch=small_batch, route=route) for route in routes
     }
     chosen, timings = {}, {}
     for name, _, probe in BATCH_CLASSES:
